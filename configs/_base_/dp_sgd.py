@@ -1,0 +1,18 @@
+# DP-SGD mixin: add it after an MMPose top-down config in `_base_`, e.g.
+#   _base_ = ['mmpose::body_2d_keypoint/.../some_config.py',
+#             'path/to/configs/_base_/dp_sgd.py']
+# and switch every BatchNorm to GroupNorm (see configs/dp_hrnet_mpii.py).
+# The `privacy` section is turned into the DP components (DPOptimWrapper,
+# PoissonBatchSampler + dp_pseudo_collate, DPEpochBasedTrainLoop, PrivacyHook)
+# by DPRunner; the work dir's dumped config shows the result.
+custom_imports = dict(imports=['mmpose_dp'], allow_failed_imports=False)
+runner_type = 'DPRunner'
+privacy = dict(
+    target_epsilon=1.0,  # sigma is calibrated (PRV) for the planned steps
+    delta=None,  # default 1 / (10 N_private); must be < 1 / N_private
+    max_grad_norm=1.0,  # clipping norm C (flat, over all trainable params)
+    # noise_multiplier=1.0,   # give sigma instead of calibrating it
+    # max_physical_batch_size=16,  # micro-batches for large logical batches
+    # noise_seed=None, sampler_seed=None,  # None: secret (recommended)
+    # loss_reduction='mean',  # only for a loss mmpose_dp does not know
+)

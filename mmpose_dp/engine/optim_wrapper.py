@@ -1,0 +1,208 @@
+"""DP OptimWrapper: clip per sample -> sum -> noise once -> / B -> step."""
+import contextlib
+from typing import Callable, Dict, List, Optional
+
+import torch
+from mmengine.dist import all_reduce, get_dist_info
+from mmengine.optim import OptimWrapper
+from mmengine.registry import OPTIM_WRAPPERS
+from torch import nn
+
+from ..privacy import (PerSampleGradients, PrivacyLedger, add_gaussian_noise,
+                       clip_factors, clipped_sum, make_generator,
+                       per_sample_norms)
+
+#: A post-processing stage: (wrapper, noisy averaged gradients) -> gradients.
+GradientStage = Callable[['DPOptimWrapper', List[torch.Tensor]],
+                         List[torch.Tensor]]
+
+
+class PrivacyBudgetExceeded(RuntimeError):
+    """The next step would spend more than the configured epsilon."""
+
+
+@OPTIM_WRAPPERS.register_module()
+class DPOptimWrapper(OptimWrapper):
+    """An OptimWrapper that takes DP-SGD steps.
+
+    One *logical* step: for each micro-batch, ``update_params`` back-propagates
+    the private loss with per-sample hooks on, clips every sample's gradient
+    to ``max_grad_norm`` (flat, over all trainable parameters) and adds it to
+    a running sum. :meth:`private_step` then adds ``N(0, (sigma C)^2)`` once,
+    sums over processes, divides by the *expected* batch size, applies the
+    post-processing stages (projection, public-feature gradient) and calls
+    the wrapped optimizer. An empty batch is a noise-only step.
+
+    The noise multiplier, sample rate, expected batch and step limit are set
+    by :class:`PrivacyHook` (``configure``) before the first step; until then
+    a step is refused.
+
+    Args:
+        optimizer: the wrapped optimizer (from the config's ``optimizer``).
+        max_grad_norm: the clipping norm C.
+        noise_seed: seed of the noise generator; ``None`` draws it from the
+            OS (default; a published seed lets anyone subtract the noise).
+    """
+
+    def __init__(self,
+                 optimizer: torch.optim.Optimizer,
+                 max_grad_norm: float,
+                 noise_seed: Optional[int] = None,
+                 accumulative_counts: int = 1,
+                 clip_grad: Optional[dict] = None) -> None:
+        if clip_grad:
+            raise ValueError(
+                'optim_wrapper.clip_grad clips the *averaged* gradient and '
+                'gives no privacy; remove it and set privacy.max_grad_norm')
+        if accumulative_counts != 1:
+            raise ValueError(
+                'optim_wrapper.accumulative_counts is not supported with DP; '
+                'set privacy.max_physical_batch_size to split a logical '
+                'batch into micro-batches instead')
+        super().__init__(optimizer)
+        if max_grad_norm <= 0:
+            raise ValueError(
+                f'privacy.max_grad_norm must be > 0, got {max_grad_norm}')
+        self.max_grad_norm = float(max_grad_norm)
+        self.noise_seed = noise_seed
+        self.noise_multiplier: Optional[float] = None
+        self.sample_rate: Optional[float] = None
+        self.expected_batch_size: Optional[float] = None
+        self.max_steps: Optional[int] = None
+        self.ledger: Optional[PrivacyLedger] = None
+        self.per_sample: Optional[PerSampleGradients] = None
+        self.stages: List[GradientStage] = []
+        self._clipped_sum: Optional[List[torch.Tensor]] = None
+        self._generator: Optional[torch.Generator] = None
+
+    # -- set-up (by PrivacyHook) -------------------------------------------
+    def attach(self, model: nn.Module, loss_reduction: str) -> None:
+        """Compute per-sample gradients of ``model`` (the unwrapped module)."""
+        self.per_sample = PerSampleGradients(model, loss_reduction)
+        optimized = {id(p) for g in self.optimizer.param_groups
+                     for p in g['params']}
+        missing = [p for p in self.per_sample.params if id(p) not in optimized]
+        if missing:
+            raise ValueError(
+                f'{len(missing)} trainable parameters are not in the '
+                'optimizer; freeze them (requires_grad=False) so that they '
+                'are excluded from clipping and noise')
+
+    def configure(self, noise_multiplier: float, sample_rate: float,
+                  expected_batch_size: float, ledger: PrivacyLedger,
+                  max_steps: Optional[int] = None) -> None:
+        if noise_multiplier < 0:
+            raise ValueError('noise_multiplier must be >= 0')
+        self.noise_multiplier = float(noise_multiplier)
+        self.sample_rate = float(sample_rate)
+        self.expected_batch_size = float(expected_batch_size)
+        self.ledger = ledger
+        self.max_steps = max_steps
+
+    @property
+    def params(self) -> List[nn.Parameter]:
+        if self.per_sample is None:
+            raise RuntimeError(
+                'DPOptimWrapper is not attached to a model; add '
+                "dict(type='PrivacyHook') to custom_hooks")
+        return self.per_sample.params
+
+    # -- per micro-batch ---------------------------------------------------
+    @contextlib.contextmanager
+    def optim_context(self, model: nn.Module):
+        """The private forward: per-sample hooks on, and no DDP gradient
+        all-reduce (only clipped sums are ever reduced)."""
+        sync = model.no_sync() if hasattr(model, 'no_sync') else \
+            contextlib.nullcontext()
+        with sync, self.per_sample_context():
+            yield
+
+    def per_sample_context(self):
+        if self.per_sample is None:
+            raise RuntimeError(
+                'DPOptimWrapper is not attached to a model; add '
+                "dict(type='PrivacyHook') to custom_hooks")
+        return self.per_sample.private_forward()
+
+    def update_params(self, loss: torch.Tensor, step_kwargs=None,
+                      zero_kwargs=None) -> None:
+        """Back-propagate one private micro-batch and accumulate its clipped
+        per-sample gradients. The step itself is :meth:`private_step`."""
+        self.backward(loss)
+
+    def backward(self, loss: torch.Tensor, **kwargs) -> None:
+        loss.backward(**kwargs)
+        self._inner_count += 1
+        self.clip_and_accumulate(self.per_sample.pop())
+        for p in self.params:
+            p.grad = None  # the unclipped batch gradient must not be used
+
+    def clip_and_accumulate(self, grad_samples: List[torch.Tensor]) -> None:
+        factors = clip_factors(per_sample_norms(grad_samples),
+                               self.max_grad_norm)
+        summed = clipped_sum(grad_samples, factors)
+        if self._clipped_sum is None:
+            self._clipped_sum = summed
+        else:
+            for acc, s in zip(self._clipped_sum, summed):
+                acc.add_(s)
+
+    # -- per logical step --------------------------------------------------
+    def noise_generator(self) -> torch.Generator:
+        if self._generator is None:
+            rank, _ = get_dist_info()
+            seed = None if self.noise_seed is None else self.noise_seed + rank
+            self._generator = make_generator(self.params[0].device, seed)
+        return self._generator
+
+    def noisy_gradient(self) -> List[torch.Tensor]:
+        """(sum of clipped per-sample gradients + N(0, (sigma C)^2 I)) / B,
+        with the noise drawn once per step over all processes."""
+        if self.noise_multiplier is None or self.ledger is None:
+            raise RuntimeError(
+                'DPOptimWrapper has no noise multiplier yet; add '
+                "dict(type='PrivacyHook') to custom_hooks")
+        if self._clipped_sum is None:  # empty batch on this process
+            summed = [torch.zeros_like(p) for p in self.params]
+        else:
+            summed = self._clipped_sum
+        rank, world_size = get_dist_info()
+        if rank == 0:
+            add_gaussian_noise(summed,
+                               self.noise_multiplier * self.max_grad_norm,
+                               self.noise_generator())
+        if world_size > 1:
+            for t in summed:
+                all_reduce(t, op='sum')
+        for t in summed:
+            t.div_(self.expected_batch_size)
+        return summed
+
+    def private_step(self) -> None:
+        """Noise, post-process and apply one logical step; count it."""
+        if self.max_steps is not None and self.ledger.steps >= self.max_steps:
+            raise PrivacyBudgetExceeded(
+                f'step {self.ledger.steps + 1} would exceed the privacy '
+                f'budget ({self.max_steps} steps allowed)')
+        grads = self.noisy_gradient()
+        for stage in self.stages:
+            grads = stage(self, grads)
+        for p, g in zip(self.params, grads):
+            p.grad = g
+        self.optimizer.step()
+        self.optimizer.zero_grad(set_to_none=True)
+        self._clipped_sum = None
+        self.ledger.step(self.noise_multiplier, self.sample_rate)
+
+    def step(self, **kwargs) -> None:
+        raise RuntimeError(
+            'DPOptimWrapper steps through private_step() (driven by '
+            "DPEpochBasedTrainLoop); set train_cfg=dict(type="
+            "'DPEpochBasedTrainLoop') or use runner_type='DPRunner'")
+
+    def privacy_state(self) -> Dict:
+        return dict(
+            noise_multiplier=self.noise_multiplier,
+            sample_rate=self.sample_rate,
+            max_grad_norm=self.max_grad_norm,
+            expected_batch_size=self.expected_batch_size)

@@ -1,0 +1,105 @@
+"""``runner_type='DPRunner'``: turn a ``privacy`` config section into the DP
+components of a stock MMPose config.
+
+mmengine forbids two ``_base_`` files defining the same key, so a mixin cannot
+override ``optim_wrapper`` or ``train_dataloader`` of an MMPose base config.
+The mixin instead adds two new keys, ``privacy`` and ``runner_type``, and
+:func:`apply_privacy` rewrites the config before the Runner is built; the
+rewritten config is what the work dir's dumped config shows.
+"""
+import copy
+
+from mmengine.config import Config, ConfigDict
+from mmengine.registry import RUNNERS
+from mmengine.runner import Runner
+
+#: privacy keys -> the component that takes them.
+HOOK_KEYS = ('target_epsilon', 'noise_multiplier', 'delta', 'loss_reduction',
+             'interval')
+OPTIM_KEYS = ('max_grad_norm', 'noise_seed')
+LOOP_KEYS = ('max_physical_batch_size', )
+SAMPLER_KEYS = ('sampler_seed', )
+KNOWN_KEYS = set(HOOK_KEYS + OPTIM_KEYS + LOOP_KEYS + SAMPLER_KEYS)
+
+
+def apply_privacy(cfg: Config) -> Config:
+    """Return a copy of ``cfg`` with DP-SGD components from ``cfg.privacy``.
+
+    Sets ``optim_wrapper.type='DPOptimWrapper'`` (keeping the optimizer),
+    ``train_dataloader.batch_sampler='PoissonBatchSampler'`` with the
+    empty-safe collate, ``train_cfg.type='DPEpochBasedTrainLoop'`` and adds
+    ``PrivacyHook`` to ``custom_hooks``. Components the config already names
+    are kept; settings that would break the guarantee are refused.
+    """
+    cfg = copy.deepcopy(cfg)
+    privacy = dict(cfg.get('privacy') or {})
+    unknown = set(privacy) - KNOWN_KEYS
+    if unknown:
+        raise ValueError(f'unknown privacy keys {sorted(unknown)}; known: '
+                         f'{sorted(KNOWN_KEYS)}')
+    if 'max_grad_norm' not in privacy:
+        raise ValueError('privacy.max_grad_norm (the clipping norm C) is '
+                         'required')
+
+    ow = cfg.optim_wrapper
+    if ow.get('type', 'OptimWrapper') not in ('OptimWrapper',
+                                              'DPOptimWrapper'):
+        raise ValueError(
+            f"optim_wrapper.type={ow['type']!r} is not supported with DP; "
+            'use the plain OptimWrapper (fp32)')
+    ow['type'] = 'DPOptimWrapper'
+    for key in OPTIM_KEYS:
+        if key in privacy:
+            ow[key] = privacy[key]
+
+    loader = cfg.train_dataloader
+    sampler_cfg = dict(type='PoissonBatchSampler')
+    if privacy.get('sampler_seed') is not None:
+        sampler_cfg['seed'] = privacy['sampler_seed']
+    if loader.get('batch_sampler') is None:
+        loader['batch_sampler'] = sampler_cfg
+    elif loader['batch_sampler'].get('type') != 'PoissonBatchSampler':
+        raise ValueError('train_dataloader.batch_sampler must be '
+                         "PoissonBatchSampler for DP training")
+    collate = loader.get('collate_fn', dict(type='pseudo_collate'))
+    if collate.get('type') not in ('pseudo_collate', 'dp_pseudo_collate'):
+        raise ValueError(
+            f"collate_fn {collate.get('type')!r} is not empty-batch safe; "
+            "use dict(type='dp_pseudo_collate')")
+    loader['collate_fn'] = dict(type='dp_pseudo_collate')
+    loader.pop('drop_last', None)
+    loader.pop('shuffle', None)
+
+    train_cfg = cfg.train_cfg
+    if train_cfg.get('type', 'DPEpochBasedTrainLoop') not in (
+            'DPEpochBasedTrainLoop', 'EpochBasedTrainLoop'):
+        raise ValueError('DP training is epoch based; train_cfg.type must be '
+                         "'DPEpochBasedTrainLoop'")
+    if not train_cfg.get('by_epoch', True):
+        raise ValueError('DP training is epoch based; set by_epoch=True')
+    train_cfg['type'] = 'DPEpochBasedTrainLoop'
+    for key in LOOP_KEYS:
+        if key in privacy:
+            train_cfg[key] = privacy[key]
+
+    hooks = list(cfg.get('custom_hooks') or [])
+    hook_cfg = dict(type='PrivacyHook',
+                    **{k: privacy[k] for k in HOOK_KEYS if k in privacy})
+    hooks = [h for h in hooks if h.get('type') != 'PrivacyHook'] + [hook_cfg]
+    cfg.custom_hooks = hooks
+    imports = cfg.get('custom_imports') or ConfigDict(imports=[])
+    if 'mmpose_dp' not in imports['imports']:
+        imports['imports'] = list(imports['imports']) + ['mmpose_dp']
+    cfg.custom_imports = imports
+    return cfg
+
+
+@RUNNERS.register_module()
+class DPRunner(Runner):
+    """A Runner built from a config with a ``privacy`` section."""
+
+    @classmethod
+    def from_cfg(cls, cfg: Config) -> 'Runner':
+        cfg = apply_privacy(cfg)
+        cfg.pop('runner_type', None)
+        return super().from_cfg(cfg)

@@ -1,0 +1,68 @@
+"""How a head's loss combines the per-sample losses of a batch.
+
+Opacus rescales backprops by the batch size for a batch *mean*; getting it
+wrong scales every per-sample gradient by B before clipping.
+"""
+from typing import Dict, Optional
+
+from torch import nn
+
+from .validation import NotPrivateError
+
+#: Losses whose batch loss is the mean (or sum) of per-sample losses that
+#: each depend on one sample only. Verified against micro-batched gradients
+#: in tests/models/test_per_sample_gradients.py.
+KNOWN_LOSS_REDUCTIONS: Dict[str, str] = {
+    'KeypointMSELoss': 'mean',
+    'KLDiscretLoss': 'sum',
+}
+
+
+def detect_loss_reduction(model: nn.Module,
+                          declared: Optional[str] = None) -> str:
+    """The loss reduction of every loss module in ``model``.
+
+    Args:
+        model: the pose estimator.
+        declared: ``'mean'`` or ``'sum'`` declared in the config for a loss
+            this table does not know; it must not contradict the table.
+
+    Raises:
+        NotPrivateError: no loss found, mixed reductions, or an unknown loss
+            without a declaration.
+    """
+    from mmpose.registry import MODELS
+
+    found = {}
+    for name, module in model.named_modules():
+        cls = type(module).__name__
+        if cls in KNOWN_LOSS_REDUCTIONS:
+            found[name] = KNOWN_LOSS_REDUCTIONS[cls]
+        elif (name.split('.')[-1].startswith('loss')
+              and MODELS.get(cls) is type(module)):
+            if declared is None:
+                raise NotPrivateError(
+                    f'cannot tell how {cls} (at {name}) reduces over the '
+                    'batch, so per-sample gradients cannot be trusted. If '
+                    'each sample\'s loss depends on that sample only, set '
+                    "privacy=dict(loss_reduction='mean') (batch mean) or "
+                    "'sum' (batch sum) in the config.")
+            found[name] = declared
+    if declared is not None:
+        for name, reduction in found.items():
+            if reduction != declared:
+                raise NotPrivateError(
+                    f'privacy.loss_reduction={declared!r} contradicts '
+                    f'{name}, a known {reduction!r}-reduced loss')
+    reductions = set(found.values())
+    if not reductions:
+        if declared is None:
+            raise NotPrivateError(
+                'no loss module found in the model; set '
+                "privacy=dict(loss_reduction='mean' or 'sum')")
+        return declared
+    if len(reductions) > 1:
+        raise NotPrivateError(
+            f'losses reduce differently over the batch: {found}; the '
+            'per-sample gradients need one reduction')
+    return reductions.pop()

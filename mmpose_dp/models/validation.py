@@ -1,0 +1,60 @@
+"""Refuse models whose per-sample gradients would not be per-sample."""
+from typing import Dict, List
+
+import torch
+from torch import nn
+from torch.nn.modules.batchnorm import _BatchNorm
+from torch.nn.modules.instancenorm import _InstanceNorm
+
+GROUPNORM_FIX = (
+    "Use GroupNorm in the config, e.g. norm_cfg=dict(type='GN', "
+    "num_groups=32) for the backbone (16 for HRNet-W48) and the head; or "
+    "freeze the layer and keep it in eval mode (requires_grad=False and "
+    "norm_eval=True), so that it neither mixes samples nor updates its "
+    "statistics from private data.")
+
+
+class NotPrivateError(ValueError):
+    """The model or config cannot be trained with a DP guarantee."""
+
+
+def cross_sample_modules(model: nn.Module) -> List[str]:
+    """Names of modules that mix samples or learn statistics in train mode:
+    BatchNorm/SyncBN (trainable or frozen) and InstanceNorm with running
+    statistics."""
+    bad = []
+    for name, module in model.named_modules():
+        if not module.training:
+            continue
+        if isinstance(module, (_BatchNorm, nn.SyncBatchNorm)):
+            bad.append(f'{name} ({type(module).__name__})')
+        elif (isinstance(module, _InstanceNorm)
+              and module.track_running_stats):
+            bad.append(f'{name} ({type(module).__name__}, running stats)')
+    return bad
+
+
+def check_no_cross_sample_modules(model: nn.Module) -> None:
+    bad = cross_sample_modules(model)
+    if bad:
+        shown = ', '.join(bad[:10]) + (' ...' if len(bad) > 10 else '')
+        raise NotPrivateError(
+            f'{len(bad)} module(s) mix samples of a batch or update buffers '
+            f'from private data in train mode: {shown}. {GROUPNORM_FIX}')
+
+
+def snapshot_buffers(model: nn.Module) -> Dict[str, torch.Tensor]:
+    return {n: b.detach().clone() for n, b in model.named_buffers()}
+
+
+def changed_buffers(model: nn.Module,
+                    snapshot: Dict[str, torch.Tensor]) -> List[str]:
+    """Buffers whose value differs from ``snapshot`` (a private step must
+    not change any)."""
+    changed = []
+    for name, buf in model.named_buffers():
+        old = snapshot.get(name)
+        if old is None or old.shape != buf.shape or not torch.equal(
+                old, buf.detach()):
+            changed.append(name)
+    return changed

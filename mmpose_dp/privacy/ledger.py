@@ -1,0 +1,89 @@
+"""The privacy ledger: every private step a run has taken, checkpointable."""
+from typing import Dict, List, Optional
+
+from .accounting import (RELATIVE_EPS_ERROR, PRVEpsilon, Segment,
+                         epsilon_prv, epsilon_rdp, merge_segments)
+
+
+class PrivacyLedger:
+    """Record of (noise_multiplier, sample_rate) per step, as segments.
+
+    The ledger is what epsilon is computed from, so it travels in every
+    checkpoint; a resumed run continues it and can never reset it.
+    """
+
+    def __init__(self, delta: float):
+        self.delta = float(delta)
+        self.segments: List[Segment] = []
+
+    @property
+    def steps(self) -> int:
+        return sum(s.steps for s in self.segments)
+
+    def step(self, noise_multiplier: float, sample_rate: float) -> None:
+        """Record one private step (including a noise-only step on an empty
+        batch)."""
+        last = self.segments[-1] if self.segments else None
+        if (last is not None and last.noise_multiplier == noise_multiplier
+                and last.sample_rate == sample_rate):
+            self.segments[-1] = last._replace(steps=last.steps + 1)
+        else:
+            self.segments.append(
+                Segment(float(noise_multiplier), float(sample_rate), 1))
+
+    def epsilon(self, relative_error: float = RELATIVE_EPS_ERROR) -> float:
+        """PRV upper bound on the epsilon spent so far."""
+        return epsilon_prv(self.segments, self.delta, relative_error)
+
+    def epsilon_rdp(self) -> float:
+        return epsilon_rdp(self.segments, self.delta)
+
+    def state_dict(self) -> Dict:
+        return dict(
+            delta=self.delta,
+            segments=[list(s) for s in self.segments],
+            steps=self.steps)
+
+    def load_state_dict(self, state: Dict) -> None:
+        self.delta = float(state['delta'])
+        self.segments = [
+            Segment(float(s), float(q), int(n)) for s, q, n in state['segments']
+        ]
+
+
+class EpsilonTracker:
+    """Fast epsilon for the log: one PRV accountant for the whole plan.
+
+    Built for ``ledger segments + planned_steps`` more steps at the current
+    mechanism, with an absolute error scaled to the planned final epsilon,
+    so every query up to the plan is one FFT power (well under a second).
+    The value is a valid upper bound at every step; it is rebuilt when the
+    ledger leaves the plan.
+    """
+
+    def __init__(self, ledger: PrivacyLedger, noise_multiplier: float,
+                 sample_rate: float, planned_steps: int,
+                 final_epsilon: Optional[float] = None):
+        self.ledger = ledger
+        self.noise_multiplier = noise_multiplier
+        self.sample_rate = sample_rate
+        plan = list(ledger.segments) + [
+            Segment(noise_multiplier, sample_rate, max(planned_steps, 1))
+        ]
+        self.plan = merge_segments(plan)
+        if final_epsilon is None:
+            final_epsilon = epsilon_prv(self.plan, ledger.delta)
+        self._prv = PRVEpsilon(self.plan, ledger.delta,
+                               max(RELATIVE_EPS_ERROR * final_epsilon, 1e-5))
+
+    def epsilon(self) -> float:
+        spent = {(s.noise_multiplier, s.sample_rate): s.steps
+                 for s in merge_segments(self.ledger.segments)}
+        within = set(spent) <= {(s.noise_multiplier, s.sample_rate)
+                                for s in self._prv.segments}
+        counts = [spent.get((s.noise_multiplier, s.sample_rate), 0)
+                  for s in self._prv.segments]
+        if within and all(
+                n <= s.steps for n, s in zip(counts, self._prv.segments)):
+            return self._prv.upper(counts)
+        return self.ledger.epsilon()

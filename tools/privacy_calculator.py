@@ -1,0 +1,112 @@
+"""Epsilon of a DP-SGD run, or the noise multiplier for a target epsilon.
+
+Examples::
+
+    # epsilon of sigma=1.5, q=0.04, 2250 steps, delta=1e-5
+    python tools/privacy_calculator.py --noise-multiplier 1.5 \
+        --sample-rate 0.04 --steps 2250 --delta 1e-5
+    # the same from the data set and training plan (q = B/N, T = E * N/B)
+    python tools/privacy_calculator.py --noise-multiplier 3.2 \
+        --dataset-size 22246 --batch-size 32 --epochs 25
+    # the noise multiplier that reaches epsilon 0.8
+    python tools/privacy_calculator.py --target-epsilon 0.8 \
+        --dataset-size 22246 --batch-size 32 --epochs 25
+    # what a checkpoint's privacy ledger has spent
+    python tools/privacy_calculator.py --checkpoint work_dirs/x/epoch_25.pth
+
+Epsilon is the PRV accountant's upper bound (prv-accountant, within 2% of
+the true value); RDP (Opacus) is printed for comparison.
+"""
+import argparse
+import json
+import sys
+
+from mmpose_dp.privacy import (PrivacyLedger, calibrate_noise_multiplier,
+                               epsilon_prv, epsilon_rdp)
+
+
+def parse_args(argv=None):
+    parser = argparse.ArgumentParser(
+        description=__doc__.split('\n')[0],
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog=__doc__.split('\n', 2)[2])
+    parser.add_argument('--noise-multiplier', type=float)
+    parser.add_argument('--target-epsilon', type=float)
+    parser.add_argument('--sample-rate', type=float)
+    parser.add_argument('--steps', type=int)
+    parser.add_argument('--dataset-size', type=int,
+                        help='N private records (person instances)')
+    parser.add_argument('--batch-size', type=float,
+                        help='expected (Poisson) batch size B')
+    parser.add_argument('--epochs', type=float)
+    parser.add_argument('--delta', type=float,
+                        help='default 1 / (10 N) when --dataset-size is set')
+    parser.add_argument('--checkpoint', help='read the ledger of a checkpoint')
+    parser.add_argument('--json', action='store_true',
+                        help='print one JSON object')
+    return parser.parse_args(argv)
+
+
+def plan(args):
+    """(sample_rate, steps, delta) from the arguments."""
+    q, steps, delta = args.sample_rate, args.steps, args.delta
+    if args.dataset_size is not None:
+        if args.batch_size is None:
+            raise SystemExit('--dataset-size needs --batch-size')
+        q = args.batch_size / args.dataset_size
+        if steps is None:
+            if args.epochs is None:
+                raise SystemExit('give --epochs or --steps')
+            # As PoissonBatchSampler: round(1/q) steps per epoch.
+            steps = int(round(args.epochs * max(1, round(1 / q))))
+        if delta is None:
+            delta = 1 / (10 * args.dataset_size)
+        elif delta >= 1 / args.dataset_size:
+            raise SystemExit(f'--delta {delta} >= 1/N is no privacy')
+    if q is None or steps is None or delta is None:
+        raise SystemExit('give --sample-rate, --steps and --delta, or '
+                         '--dataset-size, --batch-size and --epochs')
+    return q, steps, delta
+
+
+def main(argv=None):
+    args = parse_args(argv)
+    if args.checkpoint:
+        import torch
+        state = torch.load(args.checkpoint, map_location='cpu',
+                           weights_only=False).get('privacy_ledger')
+        if state is None:
+            raise SystemExit(f'{args.checkpoint} has no privacy ledger')
+        ledger = PrivacyLedger(state['delta'])
+        ledger.load_state_dict(state)
+        segments, delta = ledger.segments, ledger.delta
+        sigma = segments[-1].noise_multiplier if segments else None
+        q = segments[-1].sample_rate if segments else None
+        steps = ledger.steps
+    else:
+        q, steps, delta = plan(args)
+        if args.target_epsilon is not None:
+            sigma = calibrate_noise_multiplier(args.target_epsilon, delta, q,
+                                               steps)
+        elif args.noise_multiplier is not None:
+            sigma = args.noise_multiplier
+        else:
+            raise SystemExit('give --noise-multiplier or --target-epsilon')
+        segments = [(sigma, q, steps)]
+    result = dict(
+        epsilon=epsilon_prv(segments, delta),
+        epsilon_rdp=epsilon_rdp(segments, delta),
+        noise_multiplier=sigma, sample_rate=q, steps=steps, delta=delta,
+        accountant='PRV upper bound (prv-accountant); RDP from Opacus')
+    if args.json:
+        print(json.dumps(result))
+    else:
+        print(f'noise_multiplier={sigma:.4f} sample_rate={q:.6g} '
+              f'steps={steps} delta={delta:.3g}')
+        print(f'epsilon={result["epsilon"]:.4f} (PRV upper bound)  '
+              f'epsilon_rdp={result["epsilon_rdp"]:.4f} (RDP)')
+    return result
+
+
+if __name__ == '__main__':
+    sys.exit(0 if main() else 1)
