@@ -22,4 +22,4 @@ param_scheduler = [
          by_epoch=True),
 ]
 auto_scale_lr = dict(base_batch_size=32)
-default_hooks = dict(checkpoint=dict(save_best='PCKh', rule='greater'))
+default_hooks = dict(checkpoint=dict(save_best='PCK', rule='greater'))

@@ -37,11 +37,7 @@ class DPEpochBasedTrainLoop(EpochBasedTrainLoop):
                  dataloader,
                  max_epochs: int,
                  max_physical_batch_size: Optional[int] = None,
-                 by_epoch: bool = True,
                  **kwargs) -> None:
-        if not by_epoch:
-            raise ValueError('DPEpochBasedTrainLoop is epoch based; '
-                             'set train_cfg.by_epoch=True')
         super().__init__(runner, dataloader, max_epochs, **kwargs)
         if max_physical_batch_size is not None and max_physical_batch_size < 1:
             raise ValueError('max_physical_batch_size must be >= 1')

@@ -18,6 +18,7 @@ from .loops import DPEpochBasedTrainLoop
 from .optim_wrapper import DPOptimWrapper
 
 LEDGER_KEY = 'privacy_ledger'
+PLAN_KEY = 'privacy_plan'
 
 
 @HOOKS.register_module()
@@ -73,6 +74,8 @@ class PrivacyHook(Hook):
         self.tracker: Optional[EpsilonTracker] = None
         self.allowed_steps: Optional[int] = None
         self._buffers = None
+        self._resumed_plan: Optional[Dict] = None
+        self._plan: Optional[Dict] = None
 
     # -- helpers -----------------------------------------------------------
     @staticmethod
@@ -144,6 +147,9 @@ class PrivacyHook(Hook):
                     'the steps it took were not accounted for. Resume only '
                     'from checkpoints written by a DP run')
             self.ledger.load_state_dict(state)
+            # Segments do not depend on delta; report at this run's delta.
+            self.ledger.delta = self.delta
+            self._resumed_plan = checkpoint.get(PLAN_KEY)
             runner.logger.info(
                 f'[privacy] resumed ledger: {self.ledger.steps} steps taken')
         elif state is not None:
@@ -155,6 +161,7 @@ class PrivacyHook(Hook):
 
     def before_save_checkpoint(self, runner, checkpoint: Dict) -> None:
         checkpoint[LEDGER_KEY] = self.ledger.state_dict()
+        checkpoint[PLAN_KEY] = self._plan
 
     def before_train(self, runner) -> None:
         ow = self._optim_wrapper(runner)
@@ -165,7 +172,18 @@ class PrivacyHook(Hook):
             raise NotPrivateError('no training steps left to take')
         t0 = time.time()
         prior = list(self.ledger.segments)
-        if self.noise_multiplier is None:
+        plan = dict(target_epsilon=self.target_epsilon, delta=self.delta,
+                    sample_rate=q, total_steps=self.ledger.steps + remaining)
+        resumed = self._resumed_plan or {}
+        if (self.noise_multiplier is None and resumed.get(
+                'noise_multiplier') is not None and all(
+                    resumed.get(k) == v for k, v in plan.items())):
+            # Same plan as the checkpoint's run: keep its sigma, whose
+            # calibration already covered the whole run.
+            sigma = resumed['noise_multiplier']
+            self.allowed_steps = plan['total_steps']
+            how = 'calibrated (PRV) for the same plan before resuming'
+        elif self.noise_multiplier is None:
             sigma = calibrate_noise_multiplier(
                 self.target_epsilon, self.delta, q, remaining,
                 prior_segments=prior)
@@ -179,6 +197,7 @@ class PrivacyHook(Hook):
         planned_eps = (epsilon_prv(
             prior + [(sigma, q, remaining)], self.delta)
                        if sigma > 0 else math.inf)
+        self._plan = dict(plan, noise_multiplier=sigma)
         ow.configure(sigma, q, sampler.expected_batch_size, self.ledger,
                      self.allowed_steps)
         if sigma > 0:

@@ -75,7 +75,7 @@ def apply_privacy(cfg: Config) -> Config:
             'DPEpochBasedTrainLoop', 'EpochBasedTrainLoop'):
         raise ValueError('DP training is epoch based; train_cfg.type must be '
                          "'DPEpochBasedTrainLoop'")
-    if not train_cfg.get('by_epoch', True):
+    if not train_cfg.pop('by_epoch', True):
         raise ValueError('DP training is epoch based; set by_epoch=True')
     train_cfg['type'] = 'DPEpochBasedTrainLoop'
     for key in LOOP_KEYS:

@@ -1,10 +1,18 @@
 """Per-sample gradients of a model's trainable parameters (Opacus hooks)."""
 import contextlib
+import warnings
 from typing import Iterator, List
 
 import torch
 from opacus.grad_sample import GradSampleHooks
 from torch import nn
+
+# The image tensor does not require grad, so torch notes that the first
+# module's full backward hook sees output gradients only. That is all Opacus
+# needs (it computes parameter gradients from them).
+warnings.filterwarnings(
+    'ignore', message='Full backward hook is firing when gradients are '
+    'computed with respect to module outputs')
 
 
 @contextlib.contextmanager

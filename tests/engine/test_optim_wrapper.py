@@ -1,0 +1,177 @@
+"""The DP step on a small model: clipping, noise, scaling, counting."""
+import pytest
+import torch
+from torch import nn
+
+from mmpose_dp.engine import DPOptimWrapper, PrivacyBudgetExceeded
+from mmpose_dp.privacy import PrivacyLedger
+
+
+class _Net(nn.Module):
+
+    def __init__(self):
+        super().__init__()
+        self.conv = nn.Conv2d(2, 3, 3, padding=1)
+        self.norm = nn.GroupNorm(1, 3)
+        self.fc = nn.Linear(3 * 16, 2)
+
+    def forward(self, x):
+        return self.fc(torch.relu(self.norm(self.conv(x))).flatten(1))
+
+
+def _wrapper(sigma, c, batch=4.0, seed=0, max_steps=None, lr=1.0):
+    torch.manual_seed(0)
+    net = _Net()
+    ow = DPOptimWrapper(torch.optim.SGD(net.parameters(), lr=lr),
+                        max_grad_norm=c, noise_seed=seed)
+    ow.attach(net, 'mean')
+    ledger = PrivacyLedger(1e-5)
+    ow.configure(sigma, 0.01, batch, ledger, max_steps)
+    return net, ow, ledger
+
+
+def _data(n=4):
+    g = torch.Generator().manual_seed(1)
+    return torch.randn(n, 2, 4, 4, generator=g), torch.randn(n, 2,
+                                                             generator=g)
+
+
+def _private_micro_batch(net, ow, x, y):
+    with ow.optim_context(net):
+        loss = ((net(x) - y)**2).sum(1).mean()
+    ow.update_params(loss)
+
+
+def _flat(net):
+    return torch.cat([p.detach().flatten() for p in net.parameters()])
+
+
+def _per_sample_grads(net, x, y):
+    out = []
+    for i in range(len(x)):
+        net.zero_grad()
+        ((net(x[i:i + 1]) - y[i:i + 1])**2).sum(1).mean().backward()
+        out.append(torch.cat([p.grad.flatten() for p in net.parameters()]))
+    net.zero_grad()
+    return torch.stack(out)
+
+
+def test_no_noise_huge_c_reproduces_the_non_private_update():
+    x, y = _data()
+    net, ow, _ = _wrapper(sigma=0.0, c=1e9, batch=4.0)
+    before = _flat(net)
+    expected = before - _per_sample_grads(net, x, y).mean(0)
+    _private_micro_batch(net, ow, x, y)
+    ow.private_step()
+    assert torch.allclose(_flat(net), expected, atol=1e-6)
+
+
+def test_update_is_sum_of_clipped_per_sample_grads_over_expected_batch():
+    x, y = _data()
+    c, expected_batch = 0.05, 10.0
+    net, ow, _ = _wrapper(sigma=0.0, c=c, batch=expected_batch)
+    grads = _per_sample_grads(net, x, y)
+    norms = grads.norm(dim=1)
+    assert (norms > c).all()  # every sample is clipped here
+    factors = torch.clamp(c / (norms + 1e-6), max=1.0)
+    expected = _flat(net) - (grads * factors[:, None]).sum(0) / expected_batch
+    _private_micro_batch(net, ow, x, y)
+    ow.private_step()
+    assert torch.allclose(_flat(net), expected, atol=1e-6)
+
+
+def test_micro_batches_accumulate_to_the_same_update():
+    x, y = _data(6)
+    net_a, ow_a, _ = _wrapper(sigma=0.0, c=0.05, batch=6.0)
+    net_b, ow_b, _ = _wrapper(sigma=0.0, c=0.05, batch=6.0)
+    _private_micro_batch(net_a, ow_a, x, y)
+    ow_a.private_step()
+    for sl in (slice(0, 2), slice(2, 5), slice(5, 6)):
+        _private_micro_batch(net_b, ow_b, x[sl], y[sl])
+    ow_b.private_step()
+    assert torch.allclose(_flat(net_a), _flat(net_b), atol=1e-6)
+
+
+def test_empty_batch_is_a_counted_noise_only_step_with_the_right_std():
+    sigma, c, batch = 2.0, 0.5, 8.0
+    net, ow, ledger = _wrapper(sigma=sigma, c=c, batch=batch)
+    before = _flat(net)
+    ow.private_step()  # no micro-batch at all
+    update = before - _flat(net)
+    assert ledger.steps == 1
+    expected_std = sigma * c / batch
+    # 65 parameters only: a loose check here, a tight one below.
+    assert update.std().item() == pytest.approx(expected_std, rel=0.35)
+
+
+def test_noise_std_is_sigma_c_over_expected_batch():
+    sigma, c, batch = 1.3, 0.2, 16.0
+    updates = []
+    net, ow, _ = _wrapper(sigma=sigma, c=c, batch=batch)
+    for _ in range(200):
+        before = _flat(net)
+        ow.private_step()
+        updates.append(before - _flat(net))
+    u = torch.stack(updates)
+    # 13,000 draws: the std's standard error is ~0.6%; allow 3%.
+    assert u.std().item() == pytest.approx(sigma * c / batch, rel=0.03)
+    assert abs(u.mean().item()) < 4 * sigma * c / batch / u.numel()**0.5
+    assert not torch.equal(u[0], u[1])  # fresh noise every step
+
+
+def test_seeded_runs_are_reproducible():
+    x, y = _data()
+    results = []
+    for _ in range(2):
+        net, ow, _ = _wrapper(sigma=1.0, c=0.1, seed=123)
+        for _ in range(3):
+            _private_micro_batch(net, ow, x, y)
+            ow.private_step()
+        results.append(_flat(net))
+    assert torch.equal(results[0], results[1])
+
+
+def test_step_beyond_the_budget_is_refused():
+    net, ow, ledger = _wrapper(sigma=1.0, c=0.1, max_steps=2)
+    ow.private_step()
+    ow.private_step()
+    with pytest.raises(PrivacyBudgetExceeded):
+        ow.private_step()
+    assert ledger.steps == 2
+
+
+def test_unclipped_gradient_never_reaches_the_optimizer():
+    x, y = _data()
+    net, ow, _ = _wrapper(sigma=0.0, c=1e-4)
+    _private_micro_batch(net, ow, x, y)
+    assert all(p.grad is None for p in net.parameters())
+    before = _flat(net)
+    ow.private_step()
+    # 4 clipped samples of norm <= 1e-4 over B = 4: update norm <= 1e-4.
+    assert (before - _flat(net)).norm() <= 1e-4 + 1e-7
+
+
+def test_frozen_parameters_are_excluded():
+    torch.manual_seed(0)
+    net = _Net()
+    net.conv.requires_grad_(False)
+    ow = DPOptimWrapper(
+        torch.optim.SGD([p for p in net.parameters() if p.requires_grad],
+                        lr=1.0), max_grad_norm=0.1, noise_seed=0)
+    ow.attach(net, 'mean')
+    ow.configure(1.0, 0.01, 4.0, PrivacyLedger(1e-5))
+    frozen = net.conv.weight.detach().clone()
+    x, y = _data()
+    _private_micro_batch(net, ow, x, y)
+    ow.private_step()
+    assert torch.equal(net.conv.weight, frozen)
+    assert all(p.requires_grad for p in ow.params)
+
+
+def test_plain_clip_grad_and_accumulation_are_refused():
+    net = _Net()
+    opt = torch.optim.SGD(net.parameters(), lr=1.0)
+    with pytest.raises(ValueError, match='max_grad_norm'):
+        DPOptimWrapper(opt, max_grad_norm=1.0, clip_grad=dict(max_norm=1))
+    with pytest.raises(ValueError, match='max_physical_batch_size'):
+        DPOptimWrapper(opt, max_grad_norm=1.0, accumulative_counts=2)

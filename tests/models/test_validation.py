@@ -1,0 +1,82 @@
+import pytest
+import torch
+from mmengine.registry import init_default_scope
+from mmpose.registry import MODELS
+from torch import nn
+
+from mmpose_dp.models import (NotPrivateError, changed_buffers,
+                              check_no_cross_sample_modules,
+                              detect_loss_reduction, snapshot_buffers)
+
+
+def _estimator(norm_cfg, loss=dict(type='KeypointMSELoss')):
+    init_default_scope('mmpose')
+    return MODELS.build(dict(
+        type='TopdownPoseEstimator',
+        backbone=dict(type='ResNet', depth=18, stem_channels=16,
+                      base_channels=8, norm_cfg=norm_cfg, norm_eval=False),
+        head=dict(type='HeatmapHead', in_channels=64, out_channels=16,
+                  deconv_out_channels=None, loss=loss,
+                  decoder=dict(type='MSRAHeatmap', input_size=(64, 64),
+                               heatmap_size=(2, 2), sigma=1))))
+
+
+def test_batchnorm_is_refused_with_the_module_names_and_the_fix():
+    model = _estimator(dict(type='BN'))
+    model.train()
+    with pytest.raises(NotPrivateError) as err:
+        check_no_cross_sample_modules(model)
+    msg = str(err.value)
+    assert 'backbone.bn1 (BatchNorm2d)' in msg
+    assert "norm_cfg=dict(type='GN'" in msg
+
+
+def test_frozen_batchnorm_in_train_mode_is_refused():
+    model = _estimator(dict(type='BN', requires_grad=False))
+    model.train()
+    with pytest.raises(NotPrivateError, match='BatchNorm2d'):
+        check_no_cross_sample_modules(model)
+
+
+def test_frozen_batchnorm_in_eval_mode_is_accepted():
+    init_default_scope('mmpose')
+    model = MODELS.build(dict(type='ResNet', depth=18, stem_channels=16,
+                              base_channels=8,
+                              norm_cfg=dict(type='BN', requires_grad=False),
+                              norm_eval=True))
+    model.train()  # norm_eval keeps BatchNorm in eval mode
+    check_no_cross_sample_modules(model)
+
+
+def test_groupnorm_model_is_accepted():
+    model = _estimator(dict(type='GN', num_groups=4))
+    model.train()
+    check_no_cross_sample_modules(model)
+
+
+def test_loss_reductions_are_detected():
+    assert detect_loss_reduction(
+        _estimator(dict(type='GN', num_groups=4))) == 'mean'
+
+
+def test_unknown_loss_is_refused_unless_declared():
+    model = _estimator(dict(type='GN', num_groups=4),
+                       loss=dict(type='KeypointOHKMMSELoss'))
+    with pytest.raises(NotPrivateError, match="loss_reduction='mean'"):
+        detect_loss_reduction(model)
+    assert detect_loss_reduction(model, declared='mean') == 'mean'
+
+
+def test_declaration_cannot_contradict_a_known_loss():
+    model = _estimator(dict(type='GN', num_groups=4))
+    with pytest.raises(NotPrivateError, match='contradicts'):
+        detect_loss_reduction(model, declared='sum')
+
+
+def test_buffer_changes_are_detected():
+    bn = nn.BatchNorm1d(3)
+    snap = snapshot_buffers(bn)
+    bn.train()
+    bn(torch.randn(4, 3))
+    assert 'running_mean' in changed_buffers(bn, snap)
+    assert changed_buffers(bn, snapshot_buffers(bn)) == []

@@ -1,0 +1,134 @@
+"""tools/train.py and tools/test.py on generated data with the tiny config."""
+import json
+import os.path as osp
+import subprocess
+import sys
+
+import pytest
+import torch
+
+from ..conftest import ROOT, tiny_config
+
+
+def _run(*args, check=True):
+    proc = subprocess.run([sys.executable, *args], cwd=ROOT, text=True,
+                          capture_output=True, timeout=600)
+    if check and proc.returncode != 0:
+        raise AssertionError(proc.stdout[-3000:] + proc.stderr[-3000:])
+    return proc
+
+
+def _config(tmp_path, data_root, name='cfg.py', **options):
+    cfg = tiny_config(data_root, str(tmp_path / 'work'), **{
+        'train_cfg.max_epochs': 2,
+        'train_cfg.val_interval': 2,
+        'default_hooks.checkpoint.interval': 1,
+        'default_hooks.checkpoint.max_keep_ckpts': 3,
+        'default_hooks.logger.interval': 2,
+        'privacy.noise_seed': 0,
+        'privacy.sampler_seed': 0,
+        **options
+    })
+    path = str(tmp_path / name)
+    cfg.dump(path)
+    return path
+
+
+def _ledger(path):
+    return torch.load(path, map_location='cpu',
+                      weights_only=False)['privacy_ledger']
+
+
+@pytest.fixture(scope='module')
+def trained(tmp_path_factory, synthetic_mpii):
+    tmp = tmp_path_factory.mktemp('e2e')
+    cfg = _config(tmp, synthetic_mpii)
+    proc = _run('tools/train.py', cfg, '--work-dir', str(tmp / 'work'))
+    return tmp, cfg, proc.stdout + proc.stderr
+
+
+def test_training_logs_privacy_and_saves_the_ledger(trained):
+    tmp, _, log = trained
+    # 64 records, expected batch 16: q = 0.25, 4 steps per epoch, 2 epochs.
+    ledger = _ledger(tmp / 'work' / 'epoch_2.pth')
+    assert ledger['steps'] == 8
+    sigma, q, steps = ledger['segments'][0]
+    assert q == 0.25 and steps == 8
+    assert 'calibrated (PRV) for epsilon=8.0' in log
+    assert '[privacy] final: (' in log
+    scalars = [json.loads(line) for line in open(
+        next((tmp / 'work').glob('*/vis_data/scalars.json')))]
+    logged = [s for s in scalars if 'epsilon' in s]
+    assert logged, 'epsilon must reach the JSON log and visualiser backends'
+    for key in ('noise_multiplier', 'sample_rate', 'privacy_steps', 'delta'):
+        assert key in logged[-1]
+    assert logged[-1]['privacy_steps'] == 8
+    assert 0 < logged[-1]['epsilon'] <= 8.0
+    assert logged[-1]['noise_multiplier'] == pytest.approx(sigma)
+
+
+def test_test_tool_reports_pckh(trained):
+    tmp, cfg, _ = trained
+    out = tmp / 'metrics.json'
+    proc = _run('tools/test.py', cfg, str(tmp / 'work' / 'epoch_2.pth'),
+                '--work-dir', str(tmp / 'test'), '--out', str(out))
+    metrics = json.loads(out.read_text())
+    for key in ('PCK', 'PCK@0.1', 'Head PCK', 'Ankle PCK'):
+        assert key in metrics
+    assert 'PCK' in proc.stdout + proc.stderr
+
+
+def test_resume_continues_the_ledger(trained, tmp_path, synthetic_mpii):
+    tmp, cfg, _ = trained
+    work = tmp_path / 'resumed'
+    proc = _run('tools/train.py', cfg, '--work-dir', str(work), '--resume',
+                str(tmp / 'work' / 'epoch_1.pth'))
+    log = proc.stdout + proc.stderr
+    assert 'resumed ledger: 4 steps taken' in log
+    resumed = _ledger(work / 'epoch_2.pth')
+    assert resumed['steps'] == 8
+    assert resumed['segments'] == _ledger(tmp / 'work' /
+                                          'epoch_2.pth')['segments']
+
+
+def test_resume_from_a_checkpoint_without_ledger_is_refused(
+        trained, tmp_path):
+    tmp, cfg, _ = trained
+    ckpt = torch.load(tmp / 'work' / 'epoch_1.pth', weights_only=False)
+    del ckpt['privacy_ledger']
+    bare = tmp_path / 'bare.pth'
+    torch.save(ckpt, bare)
+    proc = _run('tools/train.py', cfg, '--work-dir', str(tmp_path / 'w'),
+                '--resume', str(bare), check=False)
+    assert proc.returncode != 0
+    assert 'without a privacy ledger' in proc.stderr
+
+
+def test_training_stops_at_the_budget(tmp_path, synthetic_mpii):
+    # sigma 1.0 at q = 0.25: epsilon passes 2.0 long before 8 steps... so
+    # the run must stop early, with epsilon still within the budget.
+    cfg = _config(tmp_path, synthetic_mpii, **{
+        'privacy.noise_multiplier': 1.0,
+        'privacy.target_epsilon': 2.0,
+        'default_hooks.checkpoint.interval': 1,
+    })
+    proc = _run('tools/train.py', cfg, '--work-dir', str(tmp_path / 'w'))
+    log = proc.stdout + proc.stderr
+    assert 'stopping: the next step would exceed epsilon=2.0' in log
+    from mmpose_dp.privacy import PrivacyLedger
+    state = _ledger(tmp_path / 'w' / 'epoch_1.pth')
+    ledger = PrivacyLedger(state['delta'])
+    ledger.load_state_dict(state)
+    assert 0 < ledger.steps < 8
+    assert ledger.epsilon() <= 2.0
+    ledger.step(1.0, 0.25)
+    assert ledger.epsilon() > 2.0  # one more step would have exceeded it
+
+
+def test_batchnorm_config_is_refused_with_the_fix(tmp_path, synthetic_mpii):
+    cfg = _config(tmp_path, synthetic_mpii,
+                  **{'model.backbone.norm_cfg': dict(_delete_=True, type='BN')})
+    proc = _run('tools/train.py', cfg, '--work-dir', str(tmp_path / 'w'),
+                check=False)
+    assert proc.returncode != 0
+    assert 'BatchNorm2d' in proc.stderr and "type='GN'" in proc.stderr
