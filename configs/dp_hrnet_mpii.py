@@ -28,3 +28,5 @@ param_scheduler = [
 ]
 auto_scale_lr = dict(base_batch_size=32)
 default_hooks = dict(checkpoint=dict(save_best='PCK', rule='greater'))
+val_evaluator = dict(type='MpiiPCKhAccuracy')
+test_evaluator = val_evaluator

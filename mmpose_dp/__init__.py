@@ -6,4 +6,4 @@ dp_pseudo_collate).
 """
 __version__ = '0.1.0'
 
-from . import datasets, engine, models, privacy  # noqa: F401,E402
+from . import datasets, engine, evaluation, models, privacy  # noqa: F401,E402

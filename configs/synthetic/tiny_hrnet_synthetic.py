@@ -64,3 +64,5 @@ custom_hooks = []
 default_hooks = dict(
     logger=dict(interval=10),
     checkpoint=dict(interval=2, save_best=None, max_keep_ckpts=2))
+val_evaluator = dict(type='MpiiPCKhAccuracy')
+test_evaluator = val_evaluator

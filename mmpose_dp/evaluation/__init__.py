@@ -1,0 +1,3 @@
+from .mpii_pckh import MpiiPCKhAccuracy
+
+__all__ = ['MpiiPCKhAccuracy']
