@@ -1,4 +1,5 @@
 """Shared fixtures: generated MPII-format data and tiny configs (CPU only)."""
+import copy
 import os
 import os.path as osp
 import sys
@@ -42,3 +43,69 @@ def tiny_config(data_root: str, work_dir: str, config: str = TINY_CONFIG,
     })
     cfg.merge_from_dict(options)
     return cfg
+
+
+GN4 = dict(type='GN', num_groups=4)
+TINY_RESNET = dict(type='ResNet', depth=18, stem_channels=16,
+                   base_channels=8, norm_cfg=GN4, norm_eval=False)
+
+
+def _tiny_hrnet(cfg):
+    return copy.deepcopy(cfg.model)
+
+
+def _tiny_resnet_heatmap(cfg):
+    model = copy.deepcopy(cfg.model)
+    model.backbone = TINY_RESNET
+    codec = dict(type='MSRAHeatmap', input_size=(64, 64),
+                 heatmap_size=(8, 8), sigma=1)
+    model.head = dict(type='GNHeatmapHead', in_channels=64, out_channels=16,
+                      deconv_out_channels=(16, 16),
+                      deconv_kernel_sizes=(4, 4), norm_cfg=GN4,
+                      loss=dict(type='KeypointMSELoss',
+                                use_target_weight=True),
+                      decoder=codec)
+    return model, codec
+
+
+def _tiny_simcc(cfg):
+    model = copy.deepcopy(cfg.model)
+    model.backbone = TINY_RESNET
+    codec = dict(type='SimCCLabel', input_size=(64, 64), sigma=2.0,
+                 simcc_split_ratio=2.0)
+    model.head = dict(type='GNSimCCHead', in_channels=64, out_channels=16,
+                      input_size=(64, 64), in_featuremap_size=(2, 2),
+                      simcc_split_ratio=2.0, deconv_out_channels=None,
+                      norm_cfg=GN4,
+                      loss=dict(type='KLDiscretLoss', use_target_weight=True),
+                      decoder=codec)
+    return model, codec
+
+
+def build_tiny_pose(kind: str, data_root: str):
+    """A tiny MMPose estimator ('hrnet' heatmap, 'resnet' heatmap with a
+    deconv head, or 'simcc') in train mode, and the synthetic training set
+    without random flips (the same sample gives the same input twice)."""
+    from mmengine.config import Config
+    from mmengine.registry import init_default_scope
+    from mmpose.registry import DATASETS, MODELS
+    init_default_scope('mmpose')
+    cfg = Config.fromfile(TINY_CONFIG)
+    dataset_cfg = copy.deepcopy(cfg.train_dataloader.dataset)
+    dataset_cfg.data_root = data_root + '/'
+    if kind == 'hrnet':
+        model_cfg = _tiny_hrnet(cfg)
+    else:
+        model_cfg, codec = (_tiny_resnet_heatmap(cfg) if kind == 'resnet'
+                            else _tiny_simcc(cfg))
+        for t in dataset_cfg.pipeline:
+            if t['type'] == 'GenerateTarget':
+                t['encoder'] = codec
+    # No flip: the same sample must give the same input in both passes.
+    dataset_cfg.pipeline = [t for t in dataset_cfg.pipeline
+                            if t['type'] != 'RandomFlip']
+    torch.manual_seed(0)
+    model = MODELS.build(model_cfg)
+    model.train()
+    dataset = DATASETS.build(dataset_cfg)
+    return model, dataset

@@ -7,6 +7,8 @@ from mmengine.dist import get_dist_info, sync_random_seed
 from mmengine.registry import DATA_SAMPLERS
 from torch.utils.data import Sampler
 
+from .public_split import carve_public_indices
+
 
 @DATA_SAMPLERS.register_module()
 class PoissonBatchSampler(Sampler):
@@ -26,22 +28,32 @@ class PoissonBatchSampler(Sampler):
             all processes: amplification by subsampling assumes an
             adversary does not know which records were drawn, so a fixed,
             published seed is for tests and debugging only.
-        public_indices: dataset indices that are public (for instance
-            carved out for projected DP-SGD); they are never drawn and do not
-            count in N_private.
+        public_samples: carve this many records out of the training set
+            as public data (projected DP-SGD), chosen with ``public_seed``;
+            they are never drawn and do not count in N_private. Their
+            indices are :attr:`public_indices`.
+        public_seed: seed of the carve-out.
+        public_indices: explicit public record indices instead.
+        steps_per_epoch: default ``round(1 / q)``.
     """
 
     def __init__(self,
                  sampler: Sampler,
                  batch_size: int,
                  seed: Optional[int] = None,
+                 public_samples: Optional[int] = None,
+                 public_seed: int = 0,
                  public_indices: Optional[Sequence[int]] = None,
                  steps_per_epoch: Optional[int] = None) -> None:
         dataset = getattr(sampler, 'dataset', sampler)
         num_records = len(dataset)
-        if public_indices is None:
-            public_indices = getattr(dataset, 'public_indices', ())
-        public = set(int(i) for i in public_indices)
+        if public_samples:
+            if public_indices is not None:
+                raise ValueError('give public_samples or public_indices')
+            public_indices = carve_public_indices(num_records,
+                                                  public_samples, public_seed)
+        self.public_indices = sorted(int(i) for i in public_indices or ())
+        public = set(self.public_indices)
         self.private_indices = np.array(
             [i for i in range(num_records) if i not in public], dtype=np.int64)
         if len(self.private_indices) == 0:

@@ -1,13 +1,15 @@
 """PrivacyHook: prepare the model, calibrate, log, checkpoint, stop (HOOKS)."""
+import copy
 import math
 import time
 from typing import Dict, Optional
 
 from mmengine.hooks import Hook
 from mmengine.model import is_model_wrapper
-from mmengine.registry import HOOKS
+from mmengine.registry import DATASETS, HOOKS
+from torch.utils.data import Subset
 
-from ..datasets import PoissonBatchSampler
+from ..datasets import PoissonBatchSampler, check_disjoint
 from ..models import (NotPrivateError, changed_buffers,
                       check_no_cross_sample_modules, detect_loss_reduction,
                       snapshot_buffers)
@@ -16,6 +18,7 @@ from ..privacy import (EpsilonTracker, PrivacyLedger,
                        epsilon_prv)
 from .loops import DPEpochBasedTrainLoop
 from .optim_wrapper import DPOptimWrapper
+from .stages import ProjectionStage, PublicFeatureStage
 
 LEDGER_KEY = 'privacy_ledger'
 PLAN_KEY = 'privacy_plan'
@@ -49,6 +52,14 @@ class PrivacyHook(Hook):
         interval: log interval in iterations (default: the LoggerHook's).
         loss_reduction: declare ``'mean'``/``'sum'`` for a loss that
             :mod:`mmpose_dp.models.loss_reduction` does not know.
+        projection: PDP-SGD, ``dict(rank=100, interval=50,
+            dtype='float32')``; needs ``public_data``.
+        public_data: ``dict(num_samples=100, seed=0)`` carved out of the
+            training annotations, or ``dict(dataset=dict(...))`` a separate
+            data set (refused if it overlaps the private one).
+        public_features: feature DP, ``dict(transform=dict(
+            type='PublicFeatureBlur', kernel_size=25, sigma=10), weight=1.0,
+            batch_size=None, seed=None)``.
     """
 
     priority = 'ABOVE_NORMAL'  # log before LoggerHook reads the scalars
@@ -58,7 +69,10 @@ class PrivacyHook(Hook):
                  noise_multiplier: Optional[float] = None,
                  delta: Optional[float] = None,
                  interval: Optional[int] = None,
-                 loss_reduction: Optional[str] = None) -> None:
+                 loss_reduction: Optional[str] = None,
+                 projection: Optional[Dict] = None,
+                 public_data: Optional[Dict] = None,
+                 public_features: Optional[Dict] = None) -> None:
         if target_epsilon is None and noise_multiplier is None:
             raise ValueError(
                 'set privacy.target_epsilon (sigma is calibrated) or '
@@ -70,6 +84,17 @@ class PrivacyHook(Hook):
         self.delta = delta
         self.interval = interval
         self.loss_reduction = loss_reduction
+        if projection is not None and not public_data:
+            raise ValueError(
+                'privacy.projection needs public data: set privacy.public_data'
+                '=dict(num_samples=100, seed=0) or dict(dataset=dict(...))')
+        if public_data and not (bool(public_data.get('num_samples'))
+                                ^ ('dataset' in public_data)):
+            raise ValueError('privacy.public_data takes num_samples (and '
+                             'seed) or dataset, not both')
+        self.projection = projection
+        self.public_data = public_data
+        self.public_features = public_features
         self.ledger: Optional[PrivacyLedger] = None
         self.tracker: Optional[EpsilonTracker] = None
         self.allowed_steps: Optional[int] = None
@@ -203,6 +228,7 @@ class PrivacyHook(Hook):
         if sigma > 0:
             self.tracker = EpsilonTracker(self.ledger, sigma, q, remaining,
                                           planned_eps)
+        ow.stages = self._build_stages(runner, sampler)
         runner.logger.info(
             f'[privacy] noise_multiplier={sigma:.4f} ({how}), '
             f'sample_rate={q:.5g} (expected batch '
@@ -211,6 +237,36 @@ class PrivacyHook(Hook):
             f'(already taken {self.ledger.steps}), max_grad_norm='
             f'{ow.max_grad_norm}, delta={self.delta:.3g}; epsilon after '
             f'the plan <= {planned_eps:.4f} (PRV); {time.time() - t0:.1f}s')
+
+    def _build_stages(self, runner, sampler) -> list:
+        """Projection (PDP) and/or public-feature (FDP) stages; both make
+        the hybrid."""
+        model = self._model(runner)
+        stages = []
+        if self.projection is not None:
+            stages.append(ProjectionStage(
+                model, self._public_dataset(runner, sampler),
+                **self.projection))
+        if self.public_features is not None:
+            cfg = dict(self.public_features)
+            loader = build_public_feature_loader(
+                runner.cfg.train_dataloader, cfg.pop('transform', None),
+                cfg.pop('batch_size', None), cfg.pop('seed', None))
+            stages.append(PublicFeatureStage(model, loader, **cfg))
+        names = [type(s).__name__ for s in stages]
+        runner.logger.info(f'[privacy] method: DP-SGD'
+                           f'{" + " + " + ".join(names) if names else ""}')
+        return stages
+
+    def _public_dataset(self, runner, sampler):
+        private = runner.train_dataloader.dataset
+        if self.public_data.get('num_samples'):
+            return Subset(private, sampler.public_indices)
+        dataset = DATASETS.build(copy.deepcopy(self.public_data['dataset']))
+        if hasattr(dataset, 'full_init'):
+            dataset.full_init()
+        check_disjoint(dataset, private)
+        return dataset
 
     def _steps_within_budget(self, prior, sigma, q, remaining):
         if self.target_epsilon is None:
@@ -311,3 +367,30 @@ class PrivacyHook(Hook):
             if type(hook).__name__ == 'LoggerHook':
                 return hook.interval
         return 50
+
+
+def build_public_feature_loader(train_loader_cfg: Dict,
+                                transform: Optional[Dict] = None,
+                                batch_size: Optional[int] = None,
+                                seed: Optional[int] = None):
+    """A loader of public features of the training records, independent of
+    the private Poisson sampler: its own shuffling sampler (seed ``None``:
+    a fresh secret one) and the training pipeline with ``transform``
+    inserted right after ``TopdownAffine``."""
+    from mmengine.runner import Runner
+    cfg = copy.deepcopy(train_loader_cfg)
+    cfg.pop('batch_sampler', None)
+    cfg['collate_fn'] = dict(type='pseudo_collate')
+    cfg['batch_size'] = batch_size or cfg.get('batch_size')
+    cfg['sampler'] = dict(type='DefaultSampler', shuffle=True)
+    if seed is not None:
+        cfg['sampler']['seed'] = seed
+    pipeline = list(cfg['dataset']['pipeline'])
+    types = [t.get('type') for t in pipeline]
+    if 'TopdownAffine' not in types:
+        raise ValueError('privacy.public_features needs a TopdownAffine step '
+                         'in train_dataloader.dataset.pipeline')
+    at = types.index('TopdownAffine') + 1
+    pipeline.insert(at, transform or dict(type='PublicFeatureBlur'))
+    cfg['dataset']['pipeline'] = pipeline
+    return Runner.build_dataloader(cfg, seed=None)

@@ -15,7 +15,7 @@ from mmengine.runner import Runner
 
 #: privacy keys -> the component that takes them.
 HOOK_KEYS = ('target_epsilon', 'noise_multiplier', 'delta', 'loss_reduction',
-             'interval')
+             'interval', 'projection', 'public_data', 'public_features')
 OPTIM_KEYS = ('max_grad_norm', 'noise_seed')
 LOOP_KEYS = ('max_physical_batch_size', )
 SAMPLER_KEYS = ('sampler_seed', )
@@ -56,6 +56,11 @@ def apply_privacy(cfg: Config) -> Config:
     sampler_cfg = dict(type='PoissonBatchSampler')
     if privacy.get('sampler_seed') is not None:
         sampler_cfg['seed'] = privacy['sampler_seed']
+    public_data = privacy.get('public_data') or {}
+    if public_data.get('num_samples'):
+        # Carved out of the training annotations: never privately sampled.
+        sampler_cfg['public_samples'] = public_data['num_samples']
+        sampler_cfg['public_seed'] = public_data.get('seed', 0)
     if loader.get('batch_sampler') is None:
         loader['batch_sampler'] = sampler_cfg
     elif loader['batch_sampler'].get('type') != 'PoissonBatchSampler':

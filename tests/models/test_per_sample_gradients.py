@@ -1,79 +1,18 @@
 """Per-sample gradients of real MMPose models equal micro-batched ones."""
-import copy
-
 import pytest
 import torch
-from mmengine.config import Config
 from mmengine.dataset import pseudo_collate
-from mmengine.registry import init_default_scope
-from mmpose.registry import DATASETS, MODELS
 
 from mmpose_dp.models import detect_loss_reduction
 from mmpose_dp.privacy import PerSampleGradients, disable_inplace_activations
 
-from ..conftest import TINY_CONFIG
-
-GN4 = dict(type='GN', num_groups=4)
-TINY_RESNET = dict(type='ResNet', depth=18, stem_channels=16,
-                   base_channels=8, norm_cfg=GN4, norm_eval=False)
-
-
-def _tiny_hrnet(cfg):
-    return copy.deepcopy(cfg.model)
-
-
-def _tiny_resnet_heatmap(cfg):
-    model = copy.deepcopy(cfg.model)
-    model.backbone = TINY_RESNET
-    codec = dict(type='MSRAHeatmap', input_size=(64, 64),
-                 heatmap_size=(8, 8), sigma=1)
-    model.head = dict(type='GNHeatmapHead', in_channels=64, out_channels=16,
-                      deconv_out_channels=(16, 16),
-                      deconv_kernel_sizes=(4, 4), norm_cfg=GN4,
-                      loss=dict(type='KeypointMSELoss',
-                                use_target_weight=True),
-                      decoder=codec)
-    return model, codec
-
-
-def _tiny_simcc(cfg):
-    model = copy.deepcopy(cfg.model)
-    model.backbone = TINY_RESNET
-    codec = dict(type='SimCCLabel', input_size=(64, 64), sigma=2.0,
-                 simcc_split_ratio=2.0)
-    model.head = dict(type='GNSimCCHead', in_channels=64, out_channels=16,
-                      input_size=(64, 64), in_featuremap_size=(2, 2),
-                      simcc_split_ratio=2.0, deconv_out_channels=None,
-                      norm_cfg=GN4,
-                      loss=dict(type='KLDiscretLoss', use_target_weight=True),
-                      decoder=codec)
-    return model, codec
+from ..conftest import build_tiny_pose
 
 
 def _build(kind, data_root):
-    init_default_scope('mmpose')
-    cfg = Config.fromfile(TINY_CONFIG)
-    dataset_cfg = copy.deepcopy(cfg.train_dataloader.dataset)
-    dataset_cfg.data_root = data_root + '/'
-    if kind == 'hrnet':
-        model_cfg = _tiny_hrnet(cfg)
-    else:
-        model_cfg, codec = (_tiny_resnet_heatmap(cfg) if kind == 'resnet'
-                            else _tiny_simcc(cfg))
-        for t in dataset_cfg.pipeline:
-            if t['type'] == 'GenerateTarget':
-                t['encoder'] = codec
-    # No flip: the same sample must give the same input in both passes.
-    dataset_cfg.pipeline = [t for t in dataset_cfg.pipeline
-                            if t['type'] != 'RandomFlip']
-    torch.manual_seed(0)
-    model = MODELS.build(model_cfg)
-    model.train()
-    dataset = DATASETS.build(dataset_cfg)
+    model, dataset = build_tiny_pose(kind, data_root)
     batch = pseudo_collate([dataset[i] for i in range(5)])
-    data = model.data_preprocessor(batch, training=True)
-    return model, data
-
+    return model, model.data_preprocessor(batch, training=True)
 
 def _loss(model, inputs, data_samples):
     losses = model.loss(inputs, data_samples)

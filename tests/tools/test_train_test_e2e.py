@@ -18,8 +18,9 @@ def _run(*args, check=True):
     return proc
 
 
-def _config(tmp_path, data_root, name='cfg.py', **options):
-    cfg = tiny_config(data_root, str(tmp_path / 'work'), **{
+def _config(tmp_path, data_root, name='cfg.py', config=None, **options):
+    extra = {} if config is None else dict(config=config)
+    cfg = tiny_config(data_root, str(tmp_path / 'work'), **extra, **{
         'train_cfg.max_epochs': 2,
         'train_cfg.val_interval': 2,
         'default_hooks.checkpoint.interval': 1,

@@ -1,0 +1,10 @@
+# Hybrid feature-projective DP for HRNet-W32 (GroupNorm) on MPII:
+# dp_hrnet_mpii.py plus the settings of _base_/hybrid_sgd.py (projection as
+# in PDP, public features with lambda 0.1).
+_base_ = ['./dp_hrnet_mpii.py']
+privacy = dict(
+    public_data=dict(num_samples=100, seed=0),
+    projection=dict(rank=100, interval=50, dtype='float32'),
+    public_features=dict(
+        transform=dict(type='PublicFeatureBlur', kernel_size=25, sigma=10),
+        weight=0.1))
