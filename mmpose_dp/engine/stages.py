@@ -7,7 +7,7 @@ public gradients come from plain autograd.
 """
 import itertools
 import time
-from typing import Iterable, List, Optional
+from typing import List, Optional, Sequence
 
 import torch
 from mmengine.dataset import pseudo_collate
@@ -15,7 +15,7 @@ from mmengine.dist import all_reduce, get_dist_info
 from mmengine.logging import MessageHub, print_log
 from torch import nn
 
-from ..privacy import PublicSubspace, flatten
+from ..privacy import PublicSubspace
 
 STORAGE_DTYPES = {'float32': torch.float32, 'float16': torch.float16,
                   'bfloat16': torch.bfloat16}
@@ -36,28 +36,37 @@ def _check_private_hooks_detached(wrapper) -> None:
             'now could leak into the clipped sum')
 
 
-def public_per_sample_gradients(model: nn.Module, samples: Iterable,
+def public_per_sample_gradients(model: nn.Module, samples: Sequence,
                                 params: List[nn.Parameter],
                                 dtype: torch.dtype) -> torch.Tensor:
     """G: one row per public sample, its gradient over ``params``.
 
     Each sample is its own forward/backward in eval mode (so it is
     per-sample by construction, whatever the loss reduction), with plain
-    autograd: nothing reaches ``p.grad`` or the private hooks.
+    autograd: nothing reaches ``p.grad`` or the private hooks. G is
+    allocated once (m x p in ``dtype``) and filled row by row, so the peak
+    is G plus one sample's gradient.
     """
-    rows = []
+    numel = sum(p.numel() for p in params)
+    G = torch.empty(len(samples), numel, dtype=dtype,
+                    device=params[0].device)
     was_training = model.training
     model.eval()
     try:
-        for sample in samples:
-            loss = pose_loss(model, pseudo_collate([sample]))
+        for row in range(len(samples)):
+            loss = pose_loss(model, pseudo_collate([samples[row]]))
             grads = torch.autograd.grad(loss, params, allow_unused=True)
-            grads = [torch.zeros_like(p) if g is None else g
-                     for p, g in zip(params, grads)]
-            rows.append(flatten(grads).to(dtype))
+            start = 0
+            for p, g in zip(params, grads):
+                stop = start + p.numel()
+                if g is None:
+                    G[row, start:stop] = 0
+                else:
+                    G[row, start:stop] = g.reshape(-1)
+                start = stop
     finally:
         model.train(was_training)
-    return torch.stack(rows)
+    return G
 
 
 class ProjectionStage:
@@ -100,10 +109,8 @@ class ProjectionStage:
 
     def refresh(self, wrapper) -> None:
         start = time.time()
-        samples = (self.public_dataset[i]
-                   for i in range(len(self.public_dataset)))
-        G = public_per_sample_gradients(self.model, samples, wrapper.params,
-                                        self.dtype)
+        G = public_per_sample_gradients(self.model, self.public_dataset,
+                                        wrapper.params, self.dtype)
         self.subspace = PublicSubspace(G, self.rank)
         self._since_refresh = 0
         seconds = time.time() - start

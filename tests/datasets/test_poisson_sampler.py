@@ -87,3 +87,17 @@ def test_empty_batch_collates_to_empty_lists():
     assert is_empty_batch(batch)
     assert not is_empty_batch(dp_pseudo_collate([dict(inputs=1,
                                                       data_samples=2)]))
+
+
+def test_carved_out_public_samples_are_never_private():
+    a = PoissonBatchSampler(_Sampler(500), batch_size=10, seed=0,
+                            public_samples=100, public_seed=4)
+    b = PoissonBatchSampler(_Sampler(500), batch_size=10, seed=1,
+                            public_samples=100, public_seed=4)
+    assert a.public_indices == b.public_indices  # the carve-out is seeded
+    assert len(a.public_indices) == 100
+    assert a.num_private == 400 and a.sample_rate == pytest.approx(10 / 400)
+    drawn = {i for e in range(20) for batch in a.global_batches(e)
+             for i in batch.tolist()}
+    assert drawn.isdisjoint(a.public_indices)
+    assert len(drawn) > 350  # the private records are all in play
