@@ -175,3 +175,16 @@ def test_plain_clip_grad_and_accumulation_are_refused():
         DPOptimWrapper(opt, max_grad_norm=1.0, clip_grad=dict(max_norm=1))
     with pytest.raises(ValueError, match='max_physical_batch_size'):
         DPOptimWrapper(opt, max_grad_norm=1.0, accumulative_counts=2)
+
+
+def test_micro_batches_draw_the_noise_once_per_logical_step():
+    x, y = _data(6)
+    net_a, ow_a, _ = _wrapper(sigma=1.0, c=0.05, batch=6.0, seed=9)
+    net_b, ow_b, _ = _wrapper(sigma=1.0, c=0.05, batch=6.0, seed=9)
+    _private_micro_batch(net_a, ow_a, x, y)
+    ow_a.private_step()
+    for sl in (slice(0, 2), slice(2, 4), slice(4, 6)):
+        _private_micro_batch(net_b, ow_b, x[sl], y[sl])
+    ow_b.private_step()
+    # Same seed, same update: one draw, not one per micro-batch.
+    assert torch.allclose(_flat(net_a), _flat(net_b), atol=1e-6)

@@ -1,0 +1,96 @@
+"""Two CPU processes (gloo) against one: same update, noise added once."""
+import os
+import socket
+
+import pytest
+import torch
+import torch.distributed as dist
+import torch.multiprocessing as mp
+from torch import nn
+
+from mmpose_dp.engine import DPOptimWrapper
+from mmpose_dp.privacy import PrivacyLedger
+
+STEPS = 4
+N, BATCH = 24, 6.0
+
+
+def _net():
+    torch.manual_seed(0)
+    return nn.Sequential(nn.Linear(5, 4), nn.GroupNorm(2, 4), nn.Tanh(),
+                         nn.Linear(4, 2))
+
+
+def _data():
+    g = torch.Generator().manual_seed(1)
+    return torch.randn(N, 5, generator=g), torch.randn(N, 2, generator=g)
+
+
+def _batches():
+    g = torch.Generator().manual_seed(2)
+    return [torch.nonzero(torch.rand(N, generator=g) < BATCH / N).flatten()
+            for _ in range(STEPS)]
+
+
+def _train(rank, world, sigma, c, noise_seed):
+    """DP steps on this process' share of each global Poisson batch."""
+    net = _net()
+    ow = DPOptimWrapper(torch.optim.SGD(net.parameters(), lr=1.0),
+                        max_grad_norm=c, noise_seed=noise_seed)
+    ow.attach(net, 'mean')
+    ow.configure(sigma, BATCH / N, BATCH, PrivacyLedger(1e-5))
+    x, y = _data()
+    updates = []
+    for batch in _batches():
+        share = batch[rank::world]
+        before = torch.cat([p.detach().flatten() for p in net.parameters()])
+        if len(share):
+            with ow.optim_context(net):
+                loss = ((net(x[share]) - y[share])**2).sum(1).mean()
+            ow.update_params(loss)
+        ow.private_step()
+        after = torch.cat([p.detach().flatten() for p in net.parameters()])
+        updates.append(before - after)
+    return after, torch.stack(updates)
+
+
+def _worker(rank, world, port, sigma, c, out):
+    os.environ.update(MASTER_ADDR='127.0.0.1', MASTER_PORT=str(port))
+    dist.init_process_group('gloo', rank=rank, world_size=world)
+    try:
+        params, updates = _train(rank, world, sigma, c, noise_seed=0)
+        torch.save((params, updates), f'{out}.{rank}')
+    finally:
+        dist.destroy_process_group()
+
+
+def _free_port():
+    with socket.socket() as s:
+        s.bind(('127.0.0.1', 0))
+        return s.getsockname()[1]
+
+
+def _run_two(tmp_path, sigma, c):
+    out = str(tmp_path / 'result')
+    mp.spawn(_worker, args=(2, _free_port(), sigma, c, out), nprocs=2)
+    return [torch.load(f'{out}.{r}') for r in range(2)]
+
+
+def test_two_processes_match_one_without_noise(tmp_path):
+    results = _run_two(tmp_path, sigma=0.0, c=0.05)
+    single_params, single_updates = _train(0, 1, 0.0, 0.05, noise_seed=0)
+    for params, updates in results:
+        assert torch.allclose(params, single_params, atol=1e-6)
+        assert torch.allclose(updates, single_updates, atol=1e-6)
+    assert torch.equal(results[0][0], results[1][0])  # ranks identical
+
+
+def test_noise_is_added_once_across_processes(tmp_path):
+    sigma, c = 2.0, 1e-6  # gradients negligible: the update is the noise
+    results = _run_two(tmp_path, sigma=sigma, c=c)
+    assert torch.equal(results[0][0], results[1][0])
+    noise = results[0][1]
+    expected = sigma * c / BATCH
+    # 4 steps x 34 params = 136 draws: std within ~20%; N-fold noise would
+    # be sqrt(2) = 41% too large.
+    assert noise.std().item() == pytest.approx(expected, rel=0.2)
