@@ -2,7 +2,8 @@
 
 Each mode runs in a fresh subprocess (this script with ``--mode ... --json``)
 so that its peak RSS is its own. The parent prints the DP/non-private ratios
-and writes a markdown section per config and device into ``--out``.
+and writes one markdown section per config and device into ``--out``,
+keeping the sections of other configs and devices.
 
 Example:
     python tools/benchmark_dp_step.py                  # GN-HRNet-W32, B=8
@@ -13,14 +14,13 @@ import datetime
 import json
 import os
 import os.path as osp
-import platform
 import resource
 import shlex
 import statistics
 import subprocess
 import sys
 import time
-from typing import Dict, List, Optional, Sequence
+from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
 ROOT = osp.dirname(osp.dirname(osp.abspath(__file__)))
 DEFAULT_CONFIG = osp.join(ROOT, 'configs', 'dp_hrnet_mpii.py')
@@ -32,17 +32,19 @@ TITLE = '# DP-SGD step benchmarks\n\nWritten by `tools/benchmark_dp_step.py`.'
 def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
     """Parse the command line; ``--tiny`` picks the tiny config at 64x64."""
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument('--config', default=None, help='default: dp_hrnet_mpii')
+    p.add_argument('--config', help='default: configs/dp_hrnet_mpii.py')
     p.add_argument('--tiny', action='store_true',
                    help='tiny synthetic HRNet at 64x64 (smoke run)')
     p.add_argument('--batch-size', type=int, default=8)
-    p.add_argument('--input-size', type=int, nargs=2, metavar=('W', 'H'))
+    p.add_argument('--input-size', type=int, nargs=2, metavar=('W', 'H'),
+                   help="default: the config's codec input size")
     p.add_argument('--steps', type=int, default=3, help='timed steps')
-    p.add_argument('--device', default=None, help='default: cuda if any')
+    p.add_argument('--device', help='default: cuda if available, else cpu')
+    p.add_argument('--threads', type=int, default=os.cpu_count() or 1,
+                   help='torch CPU threads (default: all cores)')
     p.add_argument('--out', default=osp.join(ROOT, 'docs', 'benchmarks.md'))
-    p.add_argument('--mode', choices=MODES, help='measure one mode only')
-    p.add_argument('--json', action='store_true',
-                   help='print the measurement as one JSON line')
+    p.add_argument('--mode', choices=MODES, help='measure this mode only')
+    p.add_argument('--json', action='store_true', help='with --mode: JSON')
     args = p.parse_args(argv)
     if args.tiny:
         args.config = args.config or TINY_CONFIG
@@ -51,20 +53,19 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
     return args
 
 
-def build_model(config: str, device: str):
-    """Build the top-down model of ``config`` in train mode on ``device``."""
+def build_model(config: str, device: str) -> Tuple[Any, Any]:
+    """The loaded ``Config`` at ``config`` and its model, in train mode."""
     import mmpose_dp  # noqa: F401  (registers the project's components)
     from mmengine.config import Config
     from mmengine.registry import init_default_scope
     from mmpose.registry import MODELS
     cfg = Config.fromfile(config)
     init_default_scope('mmpose')
-    model = MODELS.build(cfg.model).to(device)
-    return cfg, model.train()
+    return cfg, MODELS.build(cfg.model).to(device).train()
 
 
-def model_name(cfg) -> str:
-    """A short description such as ``HRNet-W32, GN, HeatmapHead``."""
+def model_name(cfg: Any) -> str:
+    """A short model description such as ``HRNet-W32, GN, HeatmapHead``."""
     backbone = cfg.model.backbone
     name = backbone.type
     if name == 'HRNet':
@@ -73,14 +74,16 @@ def model_name(cfg) -> str:
     return f'{name}, {norm}, {cfg.model.head.type}'
 
 
-def make_batch(cfg, batch: int, size: Sequence[int], device: str):
-    """Random images ``[B, 3, H, W]`` and samples with heatmap targets."""
+def make_batch(cfg: Any, batch: int, size: Sequence[int],
+               device: str) -> Tuple[Any, List[Any]]:
+    """Random images ``[B, 3, H, W]`` for input ``size`` (W, H) and B
+    samples with ``gt_fields.heatmaps [K, H/4, W/4]`` and
+    ``gt_instance_labels.keypoint_weights [1, K]`` (K: the head's outputs).
+    """
     import torch
     from mmengine.structures import InstanceData, PixelData
     from mmpose.structures import PoseDataSample
-    k = cfg.model.head.out_channels
-    w, h = size
-    inputs = torch.randn(batch, 3, h, w, device=device)
+    k, (w, h) = cfg.model.head.out_channels, size
     samples = []
     for _ in range(batch):
         s = PoseDataSample()
@@ -89,23 +92,31 @@ def make_batch(cfg, batch: int, size: Sequence[int], device: str):
         s.gt_instance_labels = InstanceData(
             keypoint_weights=torch.ones(1, k, device=device))
         samples.append(s)
-    return inputs, samples
+    return torch.randn(batch, 3, h, w, device=device), samples
 
 
-def step_fn(model, mode: str, batch: int):
-    """A closure that runs one training step of ``mode`` on a batch."""
+def step_fn(model: Any, mode: str, batch: int) -> Callable[[Any, list], None]:
+    """``step(inputs, data_samples)``: one training step of ``mode``.
+
+    Args:
+        model: the model from :func:`build_model`.
+        mode: ``'nonprivate'`` (forward, backward, AdamW) or ``'private'``
+            (through ``DPOptimWrapper``: per-sample gradients clipped at
+            C=0.1, noise sigma=1.0, AdamW).
+        batch: the expected batch size of a DP step.
+    """
     import torch
     optimizer = torch.optim.AdamW(model.parameters(), lr=1e-3)
 
     def loss_of(inputs, samples):
-        loss, _ = model.parse_losses(model.loss(inputs, samples))
-        return loss
+        return model.parse_losses(model.loss(inputs, samples))[0]
+
+    def step(inputs, samples):
+        optimizer.zero_grad(set_to_none=True)
+        loss_of(inputs, samples).backward()
+        optimizer.step()
 
     if mode == 'nonprivate':
-        def step(inputs, samples):
-            optimizer.zero_grad(set_to_none=True)
-            loss_of(inputs, samples).backward()
-            optimizer.step()
         return step
     from mmpose_dp.engine import DPOptimWrapper
     from mmpose_dp.privacy import PrivacyLedger, disable_inplace_activations
@@ -126,128 +137,128 @@ def step_fn(model, mode: str, batch: int):
 def rss_kib() -> int:
     """Current resident set size of this process in KiB (Linux)."""
     with open('/proc/self/status') as f:
-        return next(int(line.split()[1]) for line in f
-                    if line.startswith('VmRSS:'))
+        return next(int(ln.split()[1]) for ln in f if ln.startswith('VmRSS:'))
 
 
-def measure(args: argparse.Namespace) -> Dict:
-    """Build the model, run 1 warm-up and ``--steps`` timed steps."""
+def measure(args: argparse.Namespace) -> Dict[str, Any]:
+    """Build the model, take 1 warm-up and ``args.steps`` timed steps.
+
+    Returns:
+        Model facts, step times (s) and median, RSS after the build and peak
+        RSS (KiB), load average at the end; on CUDA allocated bytes too.
+    """
     import torch
-    torch.set_num_threads(os.cpu_count() or 1)
+    torch.set_num_threads(args.threads)
     torch.manual_seed(0)
     cuda = args.device.startswith('cuda')
+    sync = torch.cuda.synchronize if cuda else (lambda: None)
     cfg, model = build_model(args.config, args.device)
     size = args.input_size or list(cfg.model.head.decoder.input_size)
     out = dict(mode=args.mode, model=model_name(cfg), input_size=size,
                params=sum(p.numel() for p in model.parameters()
                           if p.requires_grad), rss_build_kib=rss_kib())
-    if cuda:
-        out['cuda_build_bytes'] = torch.cuda.memory_allocated()
     step = step_fn(model, args.mode, args.batch_size)
     inputs, samples = make_batch(cfg, args.batch_size, size, args.device)
     times = []
-    for i in range(args.steps + 1):
-        if cuda:
-            torch.cuda.synchronize()
+    for _ in range(args.steps + 1):  # the first one is the warm-up
+        sync()
         start = time.perf_counter()
         step(inputs, samples)
-        if cuda:
-            torch.cuda.synchronize()
-        if i > 0:  # step 0 is the warm-up
-            times.append(time.perf_counter() - start)
-    out.update(times=times, median_s=statistics.median(times),
-               peak_rss_kib=resource.getrusage(
-                   resource.RUSAGE_SELF).ru_maxrss)
+        sync()
+        times.append(time.perf_counter() - start)
+    out.update(times=times[1:], median_s=statistics.median(times[1:]),
+               load=os.getloadavg()[0],
+               peak_rss_kib=resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)
     if cuda:
         out['cuda_peak_bytes'] = torch.cuda.max_memory_allocated()
     return out
 
 
-def run_mode(argv: Sequence[str], mode: str) -> Dict:
-    """Measure ``mode`` in a fresh subprocess and return its JSON result."""
+def run_mode(argv: Sequence[str], mode: str) -> Dict[str, Any]:
+    """Run :func:`measure` for ``mode`` in a fresh Python; its JSON result."""
     cmd = [sys.executable, osp.abspath(__file__), *argv, '--mode', mode,
            '--json']
-    proc = subprocess.run(cmd, cwd=ROOT, text=True, capture_output=True)
+    proc = subprocess.run(cmd, text=True, capture_output=True)
     if proc.returncode != 0:
         raise RuntimeError(f'{mode} run failed:\n{proc.stderr[-3000:]}')
-    line = [ln for ln in proc.stdout.splitlines() if ln.startswith('{')][-1]
-    return json.loads(line)
+    return json.loads([ln for ln in proc.stdout.splitlines()
+                       if ln.startswith('{')][-1])
 
 
 def machine(device: str) -> Dict[str, str]:
-    """CPU model, cores, RAM, torch version and the device, as strings."""
+    """CPU model, core count, RAM, torch version and device, as strings."""
     import torch
-    cpu = platform.processor() or 'unknown'
     with open('/proc/cpuinfo') as f:
         cpu = next((ln.split(':', 1)[1].strip() for ln in f
-                    if ln.startswith('model name')), cpu)
+                    if ln.startswith('model name')), 'unknown CPU')
     with open('/proc/meminfo') as f:
-        mem_kib = int(f.readline().split()[1])
+        ram = int(f.readline().split()[1]) / 2**20
     dev = 'CPU'
     if device.startswith('cuda'):
         dev = f'CUDA ({torch.cuda.get_device_name(torch.device(device))})'
-    return dict(cpu=cpu, cores=str(os.cpu_count()), torch=torch.__version__,
-                ram=f'{mem_kib / 2**20:.1f} GiB', device=dev)
+    return dict(cpu=cpu, cores=str(os.cpu_count()), ram=f'{ram:.1f} GiB',
+                torch=torch.__version__, device=dev)
 
 
-def gib(kib: float) -> float:
-    """KiB to GiB."""
-    return kib / 2**20
-
-
-def render(args, argv: Sequence[str], res: Dict[str, Dict]) -> str:
-    """The markdown section for one config on one device."""
-    m = machine(args.device)
-    r, n = res['private'], res['nonprivate']
-    w, h = r['input_size']
-    cfg_name = osp.splitext(osp.basename(args.config))[0]
-    cmd = ' '.join(['python tools/benchmark_dp_step.py',
-                    *map(shlex.quote, argv)])
-    rows = [('Time per step (s, median of '
-             f"{len(r['times'])})", n['median_s'], r['median_s'], '.2f'),
-            ('Peak RSS (GiB)', gib(n['peak_rss_kib']),
-             gib(r['peak_rss_kib']), '.2f'),
-            ('RSS growth after model build (GiB)',
-             gib(n['peak_rss_kib'] - n['rss_build_kib']),
-             gib(r['peak_rss_kib'] - r['rss_build_kib']), '.2f')]
-    if 'cuda_peak_bytes' in r:
-        rows.append(('Peak CUDA allocated (GiB)', n['cuda_peak_bytes'] / 2**30,
-                     r['cuda_peak_bytes'] / 2**30, '.2f'))
-    lines = [f"## {cfg_name} on {m['device']}", '',
-             f'- Command: `{cmd}`',
-             f'- Date: {datetime.date.today().isoformat()}',
-             f"- Machine: {m['cpu']}, {m['cores']} cores, {m['ram']} RAM; "
-             f"torch {m['torch']}; device {m['device']}",
-             f"- Model: {r['model']} (`{cfg_name}.py`), "
-             f"{r['params']:,} trainable parameters",
-             f'- Batch size {args.batch_size}, input {w}x{h}; '
-             'non-private: AdamW; DP: DPOptimWrapper (C=0.1, sigma=1.0, '
-             'per-sample clipping + noise) + AdamW',
-             '', '| | non-private | DP-SGD | DP / non-private |',
+def table(n: Dict[str, Any], r: Dict[str, Any]) -> List[str]:
+    """Markdown table of the non-private (n) and DP (r) results, and ratios."""
+    rows = [(f"Time per step (s, median of {len(r['times'])})",
+             n['median_s'], r['median_s'], '.3f')]
+    for label, key, base, scale in [
+            ('Peak RSS (GiB)', 'peak_rss_kib', None, 2**20),
+            ('RSS growth after model build (GiB)', 'peak_rss_kib',
+             'rss_build_kib', 2**20),
+            ('Peak CUDA allocated (GiB)', 'cuda_peak_bytes', None, 2**30)]:
+        if key in r:
+            a, b = (d[key] - (d[base] if base else 0) for d in (n, r))
+            rows.append((label, a / scale, b / scale, '.2f'))
+    lines = ['| | non-private | DP-SGD | DP / non-private |',
              '|---|---:|---:|---:|']
     for label, a, b, fmt in rows:
         ratio = f'{b / a:.2f}x' if a > 0 else 'n/a'
         lines.append(f'| {label} | {a:{fmt}} | {b:{fmt}} | {ratio} |')
-    return '\n'.join(lines) + '\n'
+    return lines
+
+
+def render(args: argparse.Namespace, argv: Sequence[str],
+           res: Dict[str, Dict[str, Any]]) -> str:
+    """The markdown section, headed ``## <config> on <device>``."""
+    m, n, r = machine(args.device), res['nonprivate'], res['private']
+    (w, h), name = r['input_size'], osp.splitext(osp.basename(args.config))[0]
+    cmd = shlex.join(['python', 'tools/benchmark_dp_step.py', *argv])
+    times = '; '.join(f'{k} ' + ', '.join(f'{t:.3f}' for t in d['times'])
+                      for k, d in (('non-private', n), ('DP-SGD', r)))
+    return '\n'.join([
+        f"## {name} on {m['device']}", '', f'- Command: `{cmd}`',
+        f'- Date: {datetime.date.today().isoformat()}',
+        f"- Machine: {m['cpu']}, {m['cores']} cores, {m['ram']} RAM; torch "
+        f"{m['torch']}; device {m['device']}; {args.threads} torch threads",
+        f'- 1-min load average: {args.load:.2f} at start, '
+        f"{n['load']:.2f} / {r['load']:.2f} after the non-private / DP run",
+        f"- Model: {r['model']} (`{name}.py`), {r['params']:,} trainable "
+        'parameters',
+        f'- Batch size {args.batch_size}, input {w}x{h}; '
+        'non-private: AdamW; DP: DPOptimWrapper (per-sample clipping at '
+        'C=0.1, Gaussian noise sigma=1.0) + AdamW',
+        f'- Timed steps (s): {times}', '', *table(n, r)]) + '\n'
 
 
 def write_section(path: str, section: str) -> None:
-    """Replace the section with the same heading in ``path`` or append."""
-    text = open(path).read() if osp.exists(path) else TITLE + '\n'
-    heading = section.splitlines()[0]
+    """Replace the section with the same heading in ``path``, or append it."""
+    text = open(path).read() if osp.exists(path) else TITLE
     parts = ('\n' + text).split('\n## ')
-    head, sections = parts[0], ['## ' + s for s in parts[1:]]
-    sections = [s.rstrip('\n') + '\n' for s in sections]
-    kept = [s if s.splitlines()[0] != heading else section for s in sections]
-    if heading not in (s.splitlines()[0] for s in sections):
+    sections = [('## ' + s).rstrip('\n') + '\n' for s in parts[1:]]
+    heading = section.splitlines()[0]
+    kept = [section if s.splitlines()[0] == heading else s for s in sections]
+    if section not in kept:
         kept.append(section)
     os.makedirs(osp.dirname(osp.abspath(path)), exist_ok=True)
     with open(path, 'w') as f:
-        f.write('\n'.join([head.rstrip('\n') + '\n', *kept]))
+        f.write('\n'.join([parts[0].strip('\n') + '\n', *kept]))
 
 
-def main(argv: Optional[List[str]] = None) -> Dict[str, Dict]:
-    """Measure one mode (``--mode``) or both, then report and write."""
+def main(argv: Optional[List[str]] = None) -> Dict[str, Dict[str, Any]]:
+    """Measure ``--mode`` or both modes; print and write the results."""
     argv = list(sys.argv[1:] if argv is None else argv)
     args = parse_args(argv)
     if args.device is None:
@@ -257,13 +268,13 @@ def main(argv: Optional[List[str]] = None) -> Dict[str, Dict]:
         res = measure(args)
         print(json.dumps(res) if args.json else res, flush=True)
         return {args.mode: res}
+    args.load = os.getloadavg()[0]  # other work on the machine skews times
     child = [*argv, '--device', args.device]
     res = {mode: run_mode(child, mode) for mode in MODES}
-    r, n = res['private'], res['nonprivate']
-    print(f"non-private: {n['median_s']:.3f} s/step, peak RSS "
-          f"{gib(n['peak_rss_kib']):.2f} GiB")
-    print(f"DP-SGD:      {r['median_s']:.3f} s/step, peak RSS "
-          f"{gib(r['peak_rss_kib']):.2f} GiB")
+    n, r = res['nonprivate'], res['private']
+    for label, d in (('non-private', n), ('DP-SGD', r)):
+        print(f"{label:12} {d['median_s']:.3f} s/step, peak RSS "
+              f"{d['peak_rss_kib'] / 2**20:.2f} GiB")
     print(f"ratio DP/non-private: time {r['median_s'] / n['median_s']:.2f}x,"
           f" peak RSS {r['peak_rss_kib'] / n['peak_rss_kib']:.2f}x")
     write_section(args.out, render(args, argv, res))

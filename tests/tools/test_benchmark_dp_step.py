@@ -16,7 +16,8 @@ def test_tiny_run_measures_both_modes_and_writes_ratios(tmp_path):
     assert '## tiny_hrnet_synthetic on CPU' in text
     assert '| non-private | DP-SGD | DP / non-private |' in text
     for row in ('Time per step', 'Peak RSS (GiB)'):
-        line = next(ln for ln in text.splitlines() if ln.startswith(f'| {row}'))
+        line = next(ln for ln in text.splitlines()
+                    if ln.startswith(f'| {row}'))
         assert re.search(r'\| [\d.]+ \| [\d.]+ \| [\d.]+x \|$', line), line
 
 
