@@ -1,4 +1,6 @@
-"""Time and memory of one DP-SGD step against one non-private step.
+"""Time and memory of one DP-SGD step against one non-private step, and of
+the hybrid step (projection onto m public per-sample gradients + public
+features), including the PDP refresh.
 
 Each mode runs in a fresh subprocess (this script with ``--mode ... --json``)
 so that its peak RSS is its own. The parent prints the DP/non-private ratios
@@ -25,7 +27,7 @@ from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 ROOT = osp.dirname(osp.dirname(osp.abspath(__file__)))
 DEFAULT_CONFIG = osp.join(ROOT, 'configs', 'dp_hrnet_mpii.py')
 TINY_CONFIG = osp.join(ROOT, 'configs', 'synthetic', 'tiny_hrnet_synthetic.py')
-MODES = ('nonprivate', 'private')
+MODES = ('nonprivate', 'private', 'hybrid')
 TITLE = '# DP-SGD step benchmarks\n\nWritten by `tools/benchmark_dp_step.py`.'
 
 
@@ -42,6 +44,12 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
     p.add_argument('--device', help='default: cuda if available, else cpu')
     p.add_argument('--threads', type=int, default=os.cpu_count() or 1,
                    help='torch CPU threads (default: all cores)')
+    p.add_argument('--public-samples', type=int, default=100,
+                   help='m, public samples of the hybrid (rank k = m)')
+    p.add_argument('--projection-dtype', default='float32',
+                   help='storage of the public gradients G')
+    p.add_argument('--no-hybrid', action='store_true',
+                   help='skip the hybrid mode')
     p.add_argument('--out', default=osp.join(ROOT, 'docs', 'benchmarks.md'))
     p.add_argument('--mode', choices=MODES, help='measure this mode only')
     p.add_argument('--json', action='store_true', help='with --mode: JSON')
@@ -95,7 +103,18 @@ def make_batch(cfg: Any, batch: int, size: Sequence[int],
     return torch.randn(batch, 3, h, w, device=device), samples
 
 
-def step_fn(model: Any, mode: str, batch: int) -> Callable[[Any, list], None]:
+def raw_samples(cfg: Any, n: int, size: Sequence[int]) -> List[dict]:
+    """``n`` uncollated samples (uint8 image + targets), as a dataset
+    pipeline would give them to ``pseudo_collate``."""
+    import torch
+    _, samples = make_batch(cfg, n, size, 'cpu')
+    w, h = size
+    return [dict(inputs=torch.randint(0, 256, (3, h, w), dtype=torch.uint8),
+                 data_samples=s) for s in samples]
+
+
+def step_fn(model: Any, mode: str, batch: int,
+            hybrid: Optional[dict] = None) -> Callable[[Any, list], None]:
     """``step(inputs, data_samples)``: one training step of ``mode``.
 
     Args:
@@ -125,6 +144,15 @@ def step_fn(model: Any, mode: str, batch: int) -> Callable[[Any, list], None]:
     ow.attach(model, 'mean')
     ow.configure(noise_multiplier=1.0, sample_rate=0.01,
                  expected_batch_size=batch, ledger=PrivacyLedger(1e-5))
+    if mode == 'hybrid':
+        from mmengine.dataset import pseudo_collate
+        from mmpose_dp.engine.stages import ProjectionStage, PublicFeatureStage
+        m = hybrid['public_samples']
+        ow.stages = [
+            ProjectionStage(model, hybrid['public'], rank=m,
+                            interval=10**9, dtype=hybrid['dtype']),
+            PublicFeatureStage(model, [pseudo_collate(hybrid['features'])],
+                               weight=0.1)]
 
     def private_step(inputs, samples):
         with ow.optim_context(model):
@@ -157,7 +185,14 @@ def measure(args: argparse.Namespace) -> Dict[str, Any]:
     out = dict(mode=args.mode, model=model_name(cfg), input_size=size,
                params=sum(p.numel() for p in model.parameters()
                           if p.requires_grad), rss_build_kib=rss_kib())
-    step = step_fn(model, args.mode, args.batch_size)
+    hybrid = None
+    if args.mode == 'hybrid':
+        hybrid = dict(public_samples=args.public_samples,
+                      dtype=args.projection_dtype,
+                      public=raw_samples(cfg, args.public_samples, size),
+                      features=raw_samples(cfg, args.batch_size, size))
+        out['public_samples'] = args.public_samples
+    step = step_fn(model, args.mode, args.batch_size, hybrid)
     inputs, samples = make_batch(cfg, args.batch_size, size, args.device)
     times = []
     for _ in range(args.steps + 1):  # the first one is the warm-up
@@ -166,6 +201,11 @@ def measure(args: argparse.Namespace) -> Dict[str, Any]:
         step(inputs, samples)
         sync()
         times.append(time.perf_counter() - start)
+    if args.mode == 'hybrid':
+        from mmengine.logging import MessageHub
+        hub = MessageHub.get_current_instance()
+        out['refresh_s'] = hub.get_scalar('train/pdp_refresh_time').current()
+        out['first_step_s'] = times[0]  # includes the refresh
     out.update(times=times[1:], median_s=statistics.median(times[1:]),
                load=os.getloadavg()[0],
                peak_rss_kib=resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)
@@ -200,23 +240,38 @@ def machine(device: str) -> Dict[str, str]:
                 torch=torch.__version__, device=dev)
 
 
-def table(n: Dict[str, Any], r: Dict[str, Any]) -> List[str]:
-    """Markdown table of the non-private (n) and DP (r) results, and ratios."""
+def table(n: Dict[str, Any], r: Dict[str, Any],
+          h: Optional[Dict[str, Any]] = None) -> List[str]:
+    """Markdown table of the non-private (n), DP (r) and hybrid (h) results,
+    with the DP/non-private ratios."""
+    cols = [n, r] + ([h] if h else [])
     rows = [(f"Time per step (s, median of {len(r['times'])})",
-             n['median_s'], r['median_s'], '.3f')]
+             [d['median_s'] for d in cols], '.3f')]
     for label, key, base, scale in [
             ('Peak RSS (GiB)', 'peak_rss_kib', None, 2**20),
             ('RSS growth after model build (GiB)', 'peak_rss_kib',
              'rss_build_kib', 2**20),
             ('Peak CUDA allocated (GiB)', 'cuda_peak_bytes', None, 2**30)]:
         if key in r:
-            a, b = (d[key] - (d[base] if base else 0) for d in (n, r))
-            rows.append((label, a / scale, b / scale, '.2f'))
-    lines = ['| | non-private | DP-SGD | DP / non-private |',
-             '|---|---:|---:|---:|']
-    for label, a, b, fmt in rows:
-        ratio = f'{b / a:.2f}x' if a > 0 else 'n/a'
-        lines.append(f'| {label} | {a:{fmt}} | {b:{fmt}} | {ratio} |')
+            rows.append((label, [(d[key] - (d[base] if base else 0)) / scale
+                                 for d in cols], '.2f'))
+    head = '| | non-private | DP-SGD | DP / non-private |'
+    rule = '|---|---:|---:|---:|'
+    if h:
+        head += f" hybrid (m = k = {h['public_samples']}) |"
+        rule += '---:|'
+    lines = [head, rule]
+    for label, vals, fmt in rows:
+        ratio = f'{vals[1] / vals[0]:.2f}x' if vals[0] > 0 else 'n/a'
+        cells = f'| {label} | {vals[0]:{fmt}} | {vals[1]:{fmt}} | {ratio} |'
+        if h:
+            cells += f' {vals[2]:{fmt}} |'
+        lines.append(cells)
+    if h:
+        lines.append(
+            f"| PDP refresh (s; {h['public_samples']} per-sample public "
+            f"gradients, eigh, in the first step) | | | | "
+            f"{h['refresh_s']:.1f} |")
     return lines
 
 
@@ -224,10 +279,12 @@ def render(args: argparse.Namespace, argv: Sequence[str],
            res: Dict[str, Dict[str, Any]]) -> str:
     """The markdown section, headed ``## <config> on <device>``."""
     m, n, r = machine(args.device), res['nonprivate'], res['private']
+    hy = res.get('hybrid')
     (w, h), name = r['input_size'], osp.splitext(osp.basename(args.config))[0]
     cmd = shlex.join(['python', 'tools/benchmark_dp_step.py', *argv])
     times = '; '.join(f'{k} ' + ', '.join(f'{t:.3f}' for t in d['times'])
-                      for k, d in (('non-private', n), ('DP-SGD', r)))
+                      for k, d in (('non-private', n), ('DP-SGD', r),
+                                   ('hybrid', hy)) if d)
     return '\n'.join([
         f"## {name} on {m['device']}", '', f'- Command: `{cmd}`',
         f'- Date: {datetime.date.today().isoformat()}',
@@ -239,8 +296,12 @@ def render(args: argparse.Namespace, argv: Sequence[str],
         'parameters',
         f'- Batch size {args.batch_size}, input {w}x{h}; '
         'non-private: AdamW; DP: DPOptimWrapper (per-sample clipping at '
-        'C=0.1, Gaussian noise sigma=1.0) + AdamW',
-        f'- Timed steps (s): {times}', '', *table(n, r)]) + '\n'
+        'C=0.1, Gaussian noise sigma=1.0) + AdamW' + (
+            f"; hybrid: + projection onto the top-{hy['public_samples']} "
+            'subspace of as many public per-sample gradients (G in '
+            f'{args.projection_dtype}) + public-feature gradient (lambda 0.1)'
+            if hy else ''),
+        f'- Timed steps (s): {times}', '', *table(n, r, hy)]) + '\n'
 
 
 def write_section(path: str, section: str) -> None:
@@ -270,9 +331,13 @@ def main(argv: Optional[List[str]] = None) -> Dict[str, Dict[str, Any]]:
         return {args.mode: res}
     args.load = os.getloadavg()[0]  # other work on the machine skews times
     child = [*argv, '--device', args.device]
-    res = {mode: run_mode(child, mode) for mode in MODES}
+    modes = MODES[:2] if args.no_hybrid else MODES
+    res = {mode: run_mode(child, mode) for mode in modes}
     n, r = res['nonprivate'], res['private']
-    for label, d in (('non-private', n), ('DP-SGD', r)):
+    for label, d in (('non-private', n), ('DP-SGD', r),
+                     ('hybrid', res.get('hybrid'))):
+        if d is None:
+            continue
         print(f"{label:12} {d['median_s']:.3f} s/step, peak RSS "
               f"{d['peak_rss_kib'] / 2**20:.2f} GiB")
     print(f"ratio DP/non-private: time {r['median_s'] / n['median_s']:.2f}x,"
