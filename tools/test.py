@@ -10,7 +10,8 @@ from mmengine.config import Config, DictAction
 from mmengine.hooks import Hook
 from mmengine.runner import Runner
 
-import mmpose_dp  # noqa: F401  (checkpoint loader for torch >= 2.6)
+# Importing mmpose_dp registers the checkpoint loader for torch >= 2.6.
+from mmpose_dp.engine import setup_cpu_distributed
 
 
 def parse_args():
@@ -71,6 +72,7 @@ class SaveMetrics(Hook):
 def main():
     args = parse_args()
     cfg = merge_args(Config.fromfile(args.config), args)
+    setup_cpu_distributed(cfg, args.launcher)  # no-op with a GPU
     runner = Runner.from_cfg(cfg)
     if args.out:
         runner.register_hook(SaveMetrics(args.out), 'LOWEST')

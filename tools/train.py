@@ -10,7 +10,8 @@ from mmengine.config import Config, DictAction
 from mmengine.registry import RUNNERS
 from mmengine.runner import Runner
 
-import mmpose_dp  # noqa: F401  (registers the DP components)
+# Importing mmpose_dp registers the DP components.
+from mmpose_dp.engine import setup_cpu_distributed
 
 
 def parse_args():
@@ -72,6 +73,7 @@ def merge_args(cfg: Config, args) -> Config:
 def main():
     args = parse_args()
     cfg = merge_args(Config.fromfile(args.config), args)
+    setup_cpu_distributed(cfg, args.launcher)  # no-op with a GPU
     if 'runner_type' in cfg:
         runner = RUNNERS.build(cfg)
     else:

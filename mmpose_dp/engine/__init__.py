@@ -1,11 +1,14 @@
 """MMEngine glue: registered components, thin over mmpose_dp.privacy."""
 from . import checkpoint_loading  # noqa: F401  (registers the loader)
+from .cpu_distributed import (CPUDistributedDataParallel,
+                              setup_cpu_distributed)
 from .loops import DPEpochBasedTrainLoop, split_batch
 from .optim_wrapper import DPOptimWrapper, PrivacyBudgetExceeded
 from .privacy_hook import PrivacyHook
 from .runner import DPRunner, apply_privacy
 
 __all__ = [
+    'CPUDistributedDataParallel', 'setup_cpu_distributed',
     'DPEpochBasedTrainLoop', 'split_batch', 'DPOptimWrapper',
     'PrivacyBudgetExceeded', 'PrivacyHook', 'DPRunner', 'apply_privacy'
 ]
