@@ -85,6 +85,25 @@ def test_two_processes_match_one_without_noise(tmp_path):
     assert torch.equal(results[0][0], results[1][0])  # ranks identical
 
 
+def test_two_processes_with_huge_c_give_the_non_private_gradient(tmp_path):
+    (params, updates), _ = _run_two(tmp_path, sigma=0.0, c=1e9)
+    # Non-private reference: plain SGD on sum_i loss_i / B (B expected).
+    net = _net()
+    x, y = _data()
+    for step, batch in enumerate(_batches()):
+        net.zero_grad()
+        if len(batch):
+            (((net(x[batch]) - y[batch])**2).sum(1).sum() / BATCH).backward()
+        update = torch.cat([
+            (p.grad if p.grad is not None else torch.zeros_like(p)).flatten()
+            for p in net.parameters()])
+        assert torch.allclose(updates[step], update, atol=1e-5, rtol=1e-4)
+        with torch.no_grad():
+            for p in net.parameters():
+                if p.grad is not None:
+                    p -= p.grad
+
+
 def test_noise_is_added_once_across_processes(tmp_path):
     sigma, c = 2.0, 1e-6  # gradients negligible: the update is the noise
     results = _run_two(tmp_path, sigma=sigma, c=c)

@@ -134,3 +134,14 @@ def test_batchnorm_config_is_refused_with_the_fix(tmp_path, synthetic_mpii):
                 check=False)
     assert proc.returncode != 0
     assert 'BatchNorm2d' in proc.stderr and "type='GN'" in proc.stderr
+
+
+def test_load_from_a_dp_checkpoint_starts_a_new_ledger_and_warns(
+        trained, tmp_path):
+    tmp, cfg, _ = trained
+    proc = _run('tools/train.py', cfg, '--work-dir', str(tmp_path / 'w'),
+                '--cfg-options', f"load_from={tmp / 'work' / 'epoch_1.pth'}",
+                'train_cfg.max_epochs=1')
+    log = proc.stdout + proc.stderr
+    assert 'load_from checkpoint was trained with DP (4 steps)' in log
+    assert _ledger(tmp_path / 'w' / 'epoch_1.pth')['steps'] == 4
