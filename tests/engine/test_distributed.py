@@ -97,7 +97,8 @@ def test_two_processes_with_huge_c_give_the_non_private_gradient(tmp_path):
         update = torch.cat([
             (p.grad if p.grad is not None else torch.zeros_like(p)).flatten()
             for p in net.parameters()])
-        assert torch.allclose(updates[step], update, atol=1e-5, rtol=1e-4)
+        # float32 drift over steps at lr 1; a wrong scaling would be >= 10%
+        assert torch.allclose(updates[step], update, atol=1e-5, rtol=1e-3)
         with torch.no_grad():
             for p in net.parameters():
                 if p.grad is not None:
