@@ -17,8 +17,10 @@ N, BATCH = 24, 6.0
 
 def _net():
     torch.manual_seed(0)
-    return nn.Sequential(nn.Linear(5, 4), nn.GroupNorm(2, 4), nn.Tanh(),
-                         nn.Linear(4, 2))
+    # 4 channels per group: with 2, GroupNorm's input gradient is
+    # ill-conditioned (its outputs are +-1 whatever the input).
+    return nn.Sequential(nn.Linear(5, 8), nn.GroupNorm(2, 8), nn.Tanh(),
+                         nn.Linear(8, 2))
 
 
 def _data():
@@ -97,8 +99,7 @@ def test_two_processes_with_huge_c_give_the_non_private_gradient(tmp_path):
         update = torch.cat([
             (p.grad if p.grad is not None else torch.zeros_like(p)).flatten()
             for p in net.parameters()])
-        # float32 drift over steps at lr 1; a wrong scaling would be >= 10%
-        assert torch.allclose(updates[step], update, atol=1e-5, rtol=1e-3)
+        assert torch.allclose(updates[step], update, atol=1e-5, rtol=1e-4)
         with torch.no_grad():
             for p in net.parameters():
                 if p.grad is not None:
@@ -111,6 +112,6 @@ def test_noise_is_added_once_across_processes(tmp_path):
     assert torch.equal(results[0][0], results[1][0])
     noise = results[0][1]
     expected = sigma * c / BATCH
-    # 4 steps x 34 params = 136 draws: std within ~20%; N-fold noise would
+    # 4 steps x 82 params = 328 draws: std within ~15%; N-fold noise would
     # be sqrt(2) = 41% too large.
-    assert noise.std().item() == pytest.approx(expected, rel=0.2)
+    assert noise.std().item() == pytest.approx(expected, rel=0.15)
