@@ -52,8 +52,11 @@ def merge_args(cfg: Config, args) -> Config:
             evaluators, (list, tuple)) else [evaluators]) + [dump]
     if args.cfg_options is not None:
         cfg.merge_from_dict(args.cfg_options)
-    # Evaluation needs none of the training-time DP machinery.
+    # Evaluation needs none of the training-time DP machinery (a work dir's
+    # dumped config names it explicitly).
     cfg.pop('runner_type', None)
+    cfg.custom_hooks = [h for h in cfg.get('custom_hooks') or []
+                        if h.get('type') != 'PrivacyHook']
     return cfg
 
 

@@ -7,6 +7,7 @@ from typing import Dict, Optional
 from mmengine.hooks import Hook
 from mmengine.model import is_model_wrapper
 from mmengine.registry import DATASETS, HOOKS
+from mmengine.runner import BaseLoop
 from torch.utils.data import Subset
 
 from ..datasets import PoissonBatchSampler, check_disjoint
@@ -99,6 +100,7 @@ class PrivacyHook(Hook):
         self.tracker: Optional[EpsilonTracker] = None
         self.allowed_steps: Optional[int] = None
         self._buffers = None
+        self.training = False
         self._resumed_plan: Optional[Dict] = None
         self._plan: Optional[Dict] = None
 
@@ -129,6 +131,10 @@ class PrivacyHook(Hook):
 
     # -- run ---------------------------------------------------------------
     def before_run(self, runner) -> None:
+        self.training = isinstance(getattr(runner, '_train_loop', None),
+                                   BaseLoop)
+        if not self.training:  # runner.test()/val() of a DP config
+            return
         if not isinstance(runner.train_loop, DPEpochBasedTrainLoop):
             raise NotPrivateError(
                 "DP training needs train_cfg=dict(type='DPEpochBasedTrainLoop'"
@@ -164,6 +170,8 @@ class PrivacyHook(Hook):
             f'N_private={n_private}, delta={self.delta:.3g}')
 
     def after_load_checkpoint(self, runner, checkpoint: Dict) -> None:
+        if not self.training:
+            return
         state = checkpoint.get(LEDGER_KEY)
         if getattr(runner, '_resume', False):
             if state is None:

@@ -21,6 +21,7 @@ def _run(*args, check=True):
 def _config(tmp_path, data_root, name='cfg.py', config=None, **options):
     extra = {} if config is None else dict(config=config)
     cfg = tiny_config(data_root, str(tmp_path / 'work'), **extra, **{
+        'train_dataloader.batch_size': 16,
         'train_cfg.max_epochs': 2,
         'train_cfg.val_interval': 2,
         'default_hooks.checkpoint.interval': 1,
@@ -145,3 +146,13 @@ def test_load_from_a_dp_checkpoint_starts_a_new_ledger_and_warns(
     log = proc.stdout + proc.stderr
     assert 'load_from checkpoint was trained with DP (4 steps)' in log
     assert _ledger(tmp_path / 'w' / 'epoch_1.pth')['steps'] == 4
+
+
+def test_test_tool_accepts_the_dumped_dp_config(trained, tmp_path):
+    tmp, _, _ = trained
+    dumped = next((tmp / 'work').glob('cfg.py'))  # the Runner's dump
+    assert 'PrivacyHook' in dumped.read_text()
+    out = tmp_path / 'metrics.json'
+    _run('tools/test.py', str(dumped), str(tmp / 'work' / 'epoch_2.pth'),
+         '--work-dir', str(tmp_path / 't'), '--out', str(out))
+    assert 'PCK' in json.loads(out.read_text())
