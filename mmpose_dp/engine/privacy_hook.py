@@ -277,6 +277,8 @@ class PrivacyHook(Hook):
         return dataset
 
     def _steps_within_budget(self, prior, sigma, q, remaining):
+        """Total steps (taken + more) whose epsilon stays within the target,
+        for an explicit noise multiplier."""
         if self.target_epsilon is None:
             return None
         if sigma == 0:
@@ -285,28 +287,16 @@ class PrivacyHook(Hook):
                 'to train without a guarantee')
         tracker = EpsilonTracker(self.ledger, sigma, q, remaining)
         base = self.ledger.steps
-        if tracker._prv.upper(self._counts(tracker, remaining)) \
-                <= self.target_epsilon:
+        if tracker.epsilon_after(remaining) <= self.target_epsilon:
             return base + remaining
         lo, hi = 0, remaining  # lo fits, hi does not
         while hi - lo > 1:
             mid = (lo + hi) // 2
-            if tracker._prv.upper(self._counts(tracker, mid)) \
-                    <= self.target_epsilon:
+            if tracker.epsilon_after(mid) <= self.target_epsilon:
                 lo = mid
             else:
                 hi = mid
         return base + lo
-
-    def _counts(self, tracker, more_steps):
-        spent = {}
-        for s in self.ledger.segments:
-            key = (s.noise_multiplier, s.sample_rate)
-            spent[key] = spent.get(key, 0) + s.steps
-        key = (tracker.noise_multiplier, tracker.sample_rate)
-        spent[key] = spent.get(key, 0) + more_steps
-        return [spent.get((s.noise_multiplier, s.sample_rate), 0)
-                for s in tracker._prv.segments]
 
     # -- per iteration -----------------------------------------------------
     def before_train_iter(self, runner, batch_idx, data_batch=None) -> None:

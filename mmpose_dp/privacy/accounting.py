@@ -9,6 +9,7 @@ reported upper bound is then within ``2 * RELATIVE_EPS_ERROR`` of the true
 epsilon.
 """
 import math
+import warnings
 from typing import Iterable, List, NamedTuple, Optional, Sequence, Tuple
 
 from opacus.accountants import RDPAccountant
@@ -152,12 +153,30 @@ def epsilon_prv(segments: Iterable[Sequence],
     if any(s.noise_multiplier == 0 for s in segments):
         return math.inf
     eps_rdp = epsilon_rdp(segments, delta)
-    coarse = PRVEpsilon(segments, delta,
+    coarse = prv_bounds(segments, delta,
                         max(COARSE_RELATIVE_EPS_ERROR * eps_rdp, 1e-4))
-    lower, estimate, _ = coarse.bounds()
-    scale = lower if lower > 0 else estimate
-    fine_error = max(relative_error * scale, 1e-5)
-    return PRVEpsilon(segments, delta, fine_error).upper()
+    if coarse is not None:
+        lower, estimate, _ = coarse
+        scale = lower if lower > 0 else estimate
+        fine = prv_bounds(segments, delta, max(relative_error * scale, 1e-5))
+        if fine is not None:
+            return fine[2]
+    warnings.warn(
+        f'the PRV accountant cannot discretise {segments} (small noise '
+        'multipliers make its privacy random variable too heavy-tailed); '
+        f'reporting the RDP upper bound {eps_rdp:.4f} instead')
+    return eps_rdp
+
+
+def prv_bounds(segments, delta: float, eps_error: float
+               ) -> Optional[Tuple[float, float, float]]:
+    """PRV (lower, estimate, upper), or None where prv-accountant fails
+    ("Discrete mean differs from continuous mean significantly", seen for
+    sigma below about 0.5 at q = 0.125)."""
+    try:
+        return PRVEpsilon(segments, delta, eps_error).bounds()
+    except RuntimeError:
+        return None
 
 
 def calibrate_noise_multiplier(target_epsilon: float,
@@ -190,8 +209,8 @@ def calibrate_noise_multiplier(target_epsilon: float,
 
     def coarse_estimate(sigma):
         eps_rdp = epsilon_rdp(run(sigma), delta)
-        return PRVEpsilon(run(sigma), delta,
-                          max(0.05 * eps_rdp, 1e-4)).bounds()[1]
+        bounds = prv_bounds(run(sigma), delta, max(0.05 * eps_rdp, 1e-4))
+        return eps_rdp if bounds is None else bounds[1]
 
     # Bracket: lo fails, hi passes (on the coarse estimate).
     lo, hi = 0.1, 1.0

@@ -73,17 +73,39 @@ class EpsilonTracker:
         self.plan = merge_segments(plan)
         if final_epsilon is None:
             final_epsilon = epsilon_prv(self.plan, ledger.delta)
-        self._prv = PRVEpsilon(self.plan, ledger.delta,
-                               max(RELATIVE_EPS_ERROR * final_epsilon, 1e-5))
+        try:
+            self._prv = PRVEpsilon(
+                self.plan, ledger.delta,
+                max(RELATIVE_EPS_ERROR * final_epsilon, 1e-5))
+        except RuntimeError:  # PRV cannot discretise: RDP via the ledger
+            self._prv = None
+
+    def _counts(self, more_steps: int = 0) -> Optional[List[int]]:
+        """Steps per planned mechanism after ``more_steps`` further steps at
+        the current one; None once the ledger has left the plan."""
+        spent: Dict = {}
+        for s in list(self.ledger.segments) + [
+                Segment(self.noise_multiplier, self.sample_rate, more_steps)]:
+            key = (s.noise_multiplier, s.sample_rate)
+            spent[key] = spent.get(key, 0) + s.steps
+        planned = {(s.noise_multiplier, s.sample_rate): s.steps
+                   for s in self.plan}
+        if any(n and n > planned.get(k, 0) for k, n in spent.items()):
+            return None
+        return [spent.get((s.noise_multiplier, s.sample_rate), 0)
+                for s in self._prv.segments]
 
     def epsilon(self) -> float:
-        spent = {(s.noise_multiplier, s.sample_rate): s.steps
-                 for s in merge_segments(self.ledger.segments)}
-        within = set(spent) <= {(s.noise_multiplier, s.sample_rate)
-                                for s in self._prv.segments}
-        counts = [spent.get((s.noise_multiplier, s.sample_rate), 0)
-                  for s in self._prv.segments]
-        if within and all(
-                n <= s.steps for n, s in zip(counts, self._prv.segments)):
+        """PRV upper bound of the steps taken so far."""
+        return self.epsilon_after(0)
+
+    def epsilon_after(self, more_steps: int) -> float:
+        """Epsilon after ``more_steps`` further steps at the current
+        mechanism (one FFT power within the plan)."""
+        counts = self._counts(more_steps) if self._prv else None
+        if counts is not None:
             return self._prv.upper(counts)
-        return self.ledger.epsilon()
+        return epsilon_prv(
+            list(self.ledger.segments) +
+            [Segment(self.noise_multiplier, self.sample_rate, more_steps)],
+            self.ledger.delta)

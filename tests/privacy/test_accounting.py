@@ -1,5 +1,6 @@
 import math
 import time
+import warnings
 
 import pytest
 
@@ -85,3 +86,17 @@ def test_calibration_refuses_a_spent_budget():
 def test_bad_delta_is_refused(bad):
     with pytest.raises(ValueError, match='delta'):
         epsilon_prv(GOLDEN, **bad)
+
+
+def test_rdp_is_the_fallback_where_prv_cannot_discretise():
+    segments, delta = [(0.3, 0.125, 8)], 7.8e-4
+    with pytest.warns(UserWarning, match='RDP upper bound'):
+        eps = epsilon_prv(segments, delta)
+    assert eps == epsilon_rdp(segments, delta)
+
+
+def test_calibration_survives_prv_failures_at_weak_privacy():
+    sigma = calibrate_noise_multiplier(8.0, 7.8e-4, 0.125, 8)
+    with warnings.catch_warnings():
+        warnings.simplefilter('ignore')
+        assert epsilon_prv([(sigma, 0.125, 8)], 7.8e-4) <= 8.0
