@@ -38,10 +38,11 @@ BLUR = dict(type='PublicFeatureBlur', kernel_size=7, sigma=2.5)
 
 FULL = dict(num_private=1024, num_public=512, num_val=256, projection=64,
             pretrain_epochs=12, epochs=6, batch=64,
-            epsilons=[0.5, 1.0, 2.0, 8.0], clip_norms=[0.01, 0.1])
+            epsilons=[0.5, 1.0, 2.0, 8.0], clip_norms=[0.01, 1.0],
+            headline=(1.0, 0.01))
 QUICK = dict(num_private=128, num_public=64, num_val=32, projection=16,
              pretrain_epochs=2, epochs=1, batch=16,
-             epsilons=[1.0, 8.0], clip_norms=[0.1])
+             epsilons=[1.0, 8.0], clip_norms=[0.1], headline=(1.0, 0.1))
 
 
 def parse_args(argv=None):
@@ -134,7 +135,7 @@ class Study:
                 for m in DP_METHODS:
                     runs.append(dict(method=m, epsilon=eps, C=c,
                                      seed=self.seed))
-        head_eps, head_c = p['epsilons'][0], p['clip_norms'][-1]
+        head_eps, head_c = p['headline']
         for s in self.headline_seeds:
             for m in DP_METHODS:
                 runs.append(dict(method=m, epsilon=head_eps, C=head_c,
@@ -182,8 +183,13 @@ class Study:
         lines.append(f"train_dataloader = dict(batch_size={p['batch']}, "
                      f"dataset=dict({', '.join(dataset)}))")
         if r['epsilon'] is not None:
+            # Fixed seeds make the study repeatable; a real run keeps the
+            # sampling and noise seeds secret (the default).
             privacy = [f"target_epsilon={r['epsilon']}",
-                       f"max_grad_norm={r['C']}"]
+                       f"max_grad_norm={r['C']}",
+                       f"noise_seed={r['seed']}", f"sampler_seed={r['seed']}"]
+            if r['method'] in ('FDP', 'Hybrid'):
+                privacy.append(f"public_features=dict(seed={r['seed']})")
             if r['method'] in ('PDP', 'Hybrid'):
                 privacy += [
                     "public_data=dict(_delete_=True, dataset=dict("
@@ -305,6 +311,7 @@ def plot(out: str, results: List[Dict], plan: Dict, base: Dict) -> None:
     import matplotlib
     matplotlib.use('Agg')
     import matplotlib.pyplot as plt
+    import matplotlib.ticker
     clips = plan['clip_norms']
     fig, axes = plt.subplots(1, len(clips), figsize=(5 * len(clips), 4),
                              squeeze=False)
@@ -323,6 +330,9 @@ def plot(out: str, results: List[Dict], plan: Dict, base: Dict) -> None:
                 ax.axhline(base[name], linestyle='--',
                            color=style[0], label=name)
         ax.set_xscale('log')
+        ax.set_xticks(plan['epsilons'])
+        ax.xaxis.set_major_formatter(matplotlib.ticker.ScalarFormatter())
+        ax.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
         ax.set_xlabel('epsilon')
         ax.set_ylabel('PCKh@0.5 (%)')
         ax.set_title(f'C = {c:g}')
