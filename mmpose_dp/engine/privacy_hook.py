@@ -326,9 +326,12 @@ class PrivacyHook(Hook):
             self._log(runner)
         if stop and not last:
             runner.train_loop.stop_training = True
+            name = f'budget_stop_iter_{runner.iter + 1}.pth'
             runner.logger.warning(
                 f'[privacy] stopping: the next step would exceed '
-                f'epsilon={self.target_epsilon}')
+                f'epsilon={self.target_epsilon}; saving {name}')
+            # Mid-epoch, CheckpointHook would not save: keep the result.
+            runner.save_checkpoint(runner.work_dir, name)
 
     def after_train(self, runner) -> None:
         if self.ledger.steps == 0:

@@ -113,13 +113,15 @@ def test_training_stops_at_the_budget(tmp_path, synthetic_mpii):
     cfg = _config(tmp_path, synthetic_mpii, **{
         'privacy.noise_multiplier': 1.0,
         'privacy.target_epsilon': 2.0,
-        'default_hooks.checkpoint.interval': 1,
+        'default_hooks.checkpoint.interval': 10,
     })
     proc = _run('tools/train.py', cfg, '--work-dir', str(tmp_path / 'w'))
     log = proc.stdout + proc.stderr
     assert 'stopping: the next step would exceed epsilon=2.0' in log
     from mmpose_dp.privacy import PrivacyLedger
-    state = _ledger(tmp_path / 'w' / 'epoch_1.pth')
+    saved = list((tmp_path / 'w').glob('budget_stop_iter_*.pth'))
+    assert len(saved) == 1  # the stopped model is kept
+    state = _ledger(saved[0])
     ledger = PrivacyLedger(state['delta'])
     ledger.load_state_dict(state)
     assert 0 < ledger.steps < 8
