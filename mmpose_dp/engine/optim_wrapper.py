@@ -1,6 +1,6 @@
 """DP OptimWrapper: clip per sample -> sum -> noise once -> / B -> step."""
 import contextlib
-from typing import Callable, Dict, List, Optional
+from typing import Callable, List, Optional
 
 import torch
 from mmengine.dist import all_reduce, get_dist_info
@@ -199,10 +199,3 @@ class DPOptimWrapper(OptimWrapper):
             'DPOptimWrapper steps through private_step() (driven by '
             "DPEpochBasedTrainLoop); set train_cfg=dict(type="
             "'DPEpochBasedTrainLoop') or use runner_type='DPRunner'")
-
-    def privacy_state(self) -> Dict:
-        return dict(
-            noise_multiplier=self.noise_multiplier,
-            sample_rate=self.sample_rate,
-            max_grad_norm=self.max_grad_norm,
-            expected_batch_size=self.expected_batch_size)

@@ -188,3 +188,23 @@ def test_micro_batches_draw_the_noise_once_per_logical_step():
     ow_b.private_step()
     # Same seed, same update: one draw, not one per micro-batch.
     assert torch.allclose(_flat(net_a), _flat(net_b), atol=1e-6)
+
+
+def test_private_forward_blocks_ddp_gradient_sync():
+    calls = []
+
+    class _Wrapped(_Net):
+        def no_sync(self):
+            import contextlib
+            calls.append('no_sync')
+            return contextlib.nullcontext()
+
+    net = _Wrapped()
+    ow = DPOptimWrapper(torch.optim.SGD(net.parameters(), lr=1.0),
+                        max_grad_norm=1.0, noise_seed=0)
+    ow.attach(net, 'mean')
+    x, _ = _data()
+    with ow.optim_context(net):
+        net(x)
+    assert calls == ['no_sync']
+    ow.per_sample.detach()
