@@ -1,5 +1,6 @@
 """MMEngine glue: registered components, thin over mmpose_dp.privacy."""
 from . import checkpoint_loading  # noqa: F401  (registers the loader)
+from . import honour_runner_type  # noqa: F401  (see its docstring)
 from .cpu_distributed import (CPUDistributedDataParallel,
                               setup_cpu_distributed)
 from .loops import DPEpochBasedTrainLoop, split_batch

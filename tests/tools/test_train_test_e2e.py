@@ -1,6 +1,7 @@
 """tools/train.py and tools/test.py on generated data with the tiny config."""
 import json
 import os.path as osp
+import re
 import subprocess
 import sys
 
@@ -158,3 +159,22 @@ def test_test_tool_accepts_the_dumped_dp_config(trained, tmp_path):
     _run('tools/test.py', str(dumped), str(tmp / 'work' / 'epoch_2.pth'),
          '--work-dir', str(tmp_path / 't'), '--out', str(out))
     assert 'PCK' in json.loads(out.read_text())
+
+
+def test_mmpose_own_tools_train_privately(tmp_path, synthetic_mpii):
+    # MMPose's tools/train.py calls Runner.from_cfg, which ignores
+    # runner_type; without mmpose_dp's shim this run would be non-private
+    # and its checkpoint would carry no ledger.
+    import mmpose
+    tools = osp.join(osp.dirname(mmpose.__file__), '.mim', 'tools')
+    cfg = _config(tmp_path, synthetic_mpii, **{'train_cfg.max_epochs': 1,
+                                               'train_cfg.val_interval': 1})
+    proc = _run(osp.join(tools, 'train.py'), cfg, '--work-dir',
+                str(tmp_path / 'work'))
+    assert 'calibrated (PRV) for epsilon=8.0' in proc.stdout + proc.stderr
+    ckpt = tmp_path / 'work' / 'epoch_1.pth'
+    assert _ledger(ckpt)['steps'] == 4  # q = 0.25, one epoch
+    proc = _run(osp.join(tools, 'test.py'), cfg, str(ckpt), '--work-dir',
+                str(tmp_path / 'test'))
+    assert re.search(r'Epoch\(test\).* PCK: [\d.]+ .* Head PCK@0\.1',
+                     proc.stdout), proc.stdout[-2000:]
