@@ -28,7 +28,9 @@ ROOT = osp.dirname(osp.dirname(osp.abspath(__file__)))
 DEFAULT_CONFIG = osp.join(ROOT, 'configs', 'dp_hrnet_mpii.py')
 TINY_CONFIG = osp.join(ROOT, 'configs', 'synthetic', 'tiny_hrnet_synthetic.py')
 MODES = ('nonprivate', 'private', 'hybrid')
-TITLE = '# DP-SGD step benchmarks\n\nWritten by `tools/benchmark_dp_step.py`.'
+TITLE = ('# Benchmarks\n\nWritten by `tools/benchmark_dp_step.py` (time and '
+         'memory of a step) and `tools/benchmark_accounting.py` (privacy '
+         'accounting).')
 
 
 def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:

@@ -1,5 +1,4 @@
 import math
-import time
 import warnings
 
 import pytest
@@ -69,11 +68,16 @@ def test_calibration_accounts_for_earlier_segments():
     assert sigma > fresh
 
 
-def test_calibration_is_fast_at_mpii_scale():
-    start = time.time()
-    sigma = calibrate_noise_multiplier(0.2, 1 / 22000, 32 / 22246, 17400)
-    assert time.time() - start < 60  # target < 30 s; slack for a busy CI
-    assert 2.5 < sigma < 3.2  # RDP would need 3.20
+def test_calibration_at_mpii_scale_needs_less_noise_than_rdp():
+    # Its wall time is measured by tools/benchmark_accounting.py.
+    run = dict(delta=1 / 22000, sample_rate=32 / 22246, steps=17400)
+    sigma = calibrate_noise_multiplier(0.2, **run)
+    segments = [(sigma, run['sample_rate'], run['steps'])]
+    assert epsilon_prv(segments, run['delta']) <= 0.2
+    # RDP would not certify this sigma (it needs about 3.14; the paper,
+    # with an older Opacus, 3.20), and the noise saved is substantial.
+    assert epsilon_rdp(segments, run['delta']) > 0.2
+    assert 2.5 < sigma < 3.0
 
 
 def test_calibration_refuses_a_spent_budget():

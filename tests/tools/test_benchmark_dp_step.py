@@ -31,6 +31,6 @@ def test_write_section_replaces_only_the_same_heading(tmp_path):
     write_section(str(out), '## cfg on CUDA (H100)\n\ngpu\n')
     write_section(str(out), '## cfg on CPU\n\nnew cpu\n')
     text = out.read_text()
-    assert text.startswith('# DP-SGD step benchmarks')
+    assert text.startswith('# Benchmarks')
     assert 'new cpu' in text and 'gpu' in text and 'old cpu' not in text
     assert text.index('## cfg on CPU') < text.index('## cfg on CUDA')
