@@ -1,6 +1,4 @@
 """Two CPU processes (gloo) against one: same update, noise added once."""
-import os
-import socket
 
 import pytest
 import torch
@@ -56,9 +54,10 @@ def _train(rank, world, sigma, c, noise_seed):
     return after, torch.stack(updates)
 
 
-def _worker(rank, world, port, sigma, c, out):
-    os.environ.update(MASTER_ADDR='127.0.0.1', MASTER_PORT=str(port))
-    dist.init_process_group('gloo', rank=rank, world_size=world)
+def _worker(rank, world, store, sigma, c, out):
+    # A file rendezvous: no TCP port to pick (and to lose to a race).
+    dist.init_process_group('gloo', init_method=f'file://{store}',
+                            rank=rank, world_size=world)
     try:
         params, updates = _train(rank, world, sigma, c, noise_seed=0)
         torch.save((params, updates), f'{out}.{rank}')
@@ -66,15 +65,10 @@ def _worker(rank, world, port, sigma, c, out):
         dist.destroy_process_group()
 
 
-def _free_port():
-    with socket.socket() as s:
-        s.bind(('127.0.0.1', 0))
-        return s.getsockname()[1]
-
-
 def _run_two(tmp_path, sigma, c):
     out = str(tmp_path / 'result')
-    mp.spawn(_worker, args=(2, _free_port(), sigma, c, out), nprocs=2)
+    store = str(tmp_path / 'rendezvous')
+    mp.spawn(_worker, args=(2, store, sigma, c, out), nprocs=2)
     return [torch.load(f'{out}.{r}') for r in range(2)]
 
 

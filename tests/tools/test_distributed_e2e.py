@@ -2,7 +2,6 @@
 single-process run on the same Poisson draws, and virtual steps reproduce one
 large batch."""
 import os
-import socket
 import subprocess
 import sys
 
@@ -46,12 +45,6 @@ def _assert_same_weights(a, b):
                               rtol=1e-4), k
 
 
-def _free_port():
-    with socket.socket() as s:
-        s.bind(('127.0.0.1', 0))
-        return s.getsockname()[1]
-
-
 @pytest.fixture(scope='module')
 def single(tmp_path_factory, synthetic_mpii):
     tmp = tmp_path_factory.mktemp('single')
@@ -68,7 +61,7 @@ def test_two_processes_reproduce_one(single, tmp_path, synthetic_mpii):
     env = dict(os.environ, OMP_NUM_THREADS='1')
     proc = subprocess.run(
         [sys.executable, '-m', 'torch.distributed.run', '--nproc_per_node=2',
-         f'--master_port={_free_port()}', 'tools/train.py', cfg2,
+         '--standalone', 'tools/train.py', cfg2,  # torchrun picks a port
          '--launcher', 'pytorch', '--work-dir', str(tmp_path / 'w')],
         cwd=ROOT, env=env, text=True, capture_output=True, timeout=600)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
