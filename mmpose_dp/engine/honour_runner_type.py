@@ -21,5 +21,4 @@ def _from_cfg(cls, cfg):
     return _original_from_cfg(cls, cfg)
 
 
-if getattr(Runner.from_cfg, '__func__', None) is not _from_cfg:
-    Runner.from_cfg = classmethod(_from_cfg)
+Runner.from_cfg = classmethod(_from_cfg)
