@@ -80,16 +80,24 @@ def test_update_is_sum_of_clipped_per_sample_grads_over_expected_batch():
     assert torch.allclose(_flat(net), expected, atol=1e-6)
 
 
-def test_micro_batches_accumulate_to_the_same_update():
+def _whole_and_micro_batched(sigma, splits, **wrapper):
+    """Parameters after one logical step on 6 samples taken whole, and
+    after the same step taken in the micro-batches ``splits``."""
     x, y = _data(6)
-    net_a, ow_a, _ = _wrapper(sigma=0.0, c=0.05, batch=6.0)
-    net_b, ow_b, _ = _wrapper(sigma=0.0, c=0.05, batch=6.0)
+    net_a, ow_a, _ = _wrapper(sigma=sigma, c=0.05, batch=6.0, **wrapper)
+    net_b, ow_b, _ = _wrapper(sigma=sigma, c=0.05, batch=6.0, **wrapper)
     _private_micro_batch(net_a, ow_a, x, y)
     ow_a.private_step()
-    for sl in (slice(0, 2), slice(2, 5), slice(5, 6)):
+    for sl in splits:
         _private_micro_batch(net_b, ow_b, x[sl], y[sl])
     ow_b.private_step()
-    assert torch.allclose(_flat(net_a), _flat(net_b), atol=1e-6)
+    return _flat(net_a), _flat(net_b)
+
+
+def test_micro_batches_accumulate_to_the_same_update():
+    whole, micro = _whole_and_micro_batched(
+        0.0, (slice(0, 2), slice(2, 5), slice(5, 6)))
+    assert torch.allclose(whole, micro, atol=1e-6)
 
 
 def test_empty_batch_is_a_counted_noise_only_step_with_the_right_std():
@@ -178,16 +186,10 @@ def test_plain_clip_grad_and_accumulation_are_refused():
 
 
 def test_micro_batches_draw_the_noise_once_per_logical_step():
-    x, y = _data(6)
-    net_a, ow_a, _ = _wrapper(sigma=1.0, c=0.05, batch=6.0, seed=9)
-    net_b, ow_b, _ = _wrapper(sigma=1.0, c=0.05, batch=6.0, seed=9)
-    _private_micro_batch(net_a, ow_a, x, y)
-    ow_a.private_step()
-    for sl in (slice(0, 2), slice(2, 4), slice(4, 6)):
-        _private_micro_batch(net_b, ow_b, x[sl], y[sl])
-    ow_b.private_step()
+    whole, micro = _whole_and_micro_batched(
+        1.0, (slice(0, 2), slice(2, 4), slice(4, 6)), seed=9)
     # Same seed, same update: one draw, not one per micro-batch.
-    assert torch.allclose(_flat(net_a), _flat(net_b), atol=1e-6)
+    assert torch.allclose(whole, micro, atol=1e-6)
 
 
 def test_private_forward_blocks_ddp_gradient_sync():
