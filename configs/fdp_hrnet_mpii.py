@@ -4,4 +4,5 @@ _base_ = ['./dp_hrnet_mpii.py']
 privacy = dict(
     public_features=dict(
         transform=dict(type='PublicFeatureBlur', kernel_size=25, sigma=10),
-        weight=1.0))
+        weight=1.0,
+        labels_are_public=True))  # feature DP: pose labels are public

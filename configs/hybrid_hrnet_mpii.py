@@ -7,4 +7,5 @@ privacy = dict(
     projection=dict(rank=100, interval=50, dtype='float32'),
     public_features=dict(
         transform=dict(type='PublicFeatureBlur', kernel_size=25, sigma=10),
-        weight=0.1))
+        weight=0.1,
+        labels_are_public=True))  # feature DP: pose labels are public

@@ -157,6 +157,7 @@ def step_fn(model: Any, mode: str, batch: int,
                                weight=0.1)]
 
     def private_step(inputs, samples):
+        ow.expect_micro_batch(list(range(len(samples))))
         with ow.optim_context(model):
             loss = loss_of(inputs, samples)
         ow.update_params(loss)

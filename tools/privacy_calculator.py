@@ -35,7 +35,8 @@ def parse_args(argv=None):
     parser.add_argument('--sample-rate', type=float)
     parser.add_argument('--steps', type=int)
     parser.add_argument('--dataset-size', type=int,
-                        help='N private records (person instances)')
+                        help='N private units (images, or person instances '
+                        "with privacy.unit='instance')")
     parser.add_argument('--batch-size', type=float,
                         help='expected (Poisson) batch size B')
     parser.add_argument('--epochs', type=float)
@@ -71,12 +72,17 @@ def plan(args):
 
 def main(argv=None):
     args = parse_args(argv)
+    statement = {}
     if args.checkpoint:
         import torch
-        state = torch.load(args.checkpoint, map_location='cpu',
-                           weights_only=False).get('privacy_ledger')
+        checkpoint = torch.load(args.checkpoint, map_location='cpu',
+                                weights_only=False)
+        state = checkpoint.get('privacy_ledger')
         if state is None:
             raise SystemExit(f'{args.checkpoint} has no privacy ledger')
+        plan_ = checkpoint.get('privacy_plan') or {}
+        statement = {k: plan_[k] for k in ('unit', 'privacy_unit', 'protected',
+                                           'public', 'method') if k in plan_}
         ledger = PrivacyLedger(state['delta'])
         ledger.load_state_dict(state)
         segments, delta = ledger.segments, ledger.delta
@@ -97,7 +103,8 @@ def main(argv=None):
         epsilon=epsilon_prv(segments, delta),
         epsilon_rdp=epsilon_rdp(segments, delta),
         noise_multiplier=sigma, sample_rate=q, steps=steps, delta=delta,
-        accountant='PRV upper bound (prv-accountant); RDP from Opacus')
+        accountant='PRV upper bound (prv-accountant); RDP from Opacus',
+        **statement)
     if args.json:
         print(json.dumps(result))
     else:
@@ -105,6 +112,11 @@ def main(argv=None):
               f'steps={steps} delta={delta:.3g}')
         print(f'epsilon={result["epsilon"]:.4f} (PRV upper bound)  '
               f'epsilon_rdp={result["epsilon_rdp"]:.4f} (RDP)')
+        if statement:
+            print(f"method: {statement.get('method')}")
+            print(f"privacy unit: {statement.get('privacy_unit')}")
+            print(f"protected: {statement.get('protected')}")
+            print(f"public: {statement.get('public')}")
     return result
 
 

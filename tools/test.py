@@ -55,6 +55,7 @@ def merge_args(cfg: Config, args) -> Config:
     # Evaluation needs none of the training-time DP machinery (a work dir's
     # dumped config names it explicitly).
     cfg.pop('runner_type', None)
+    cfg.pop('privacy', None)
     cfg.custom_hooks = [h for h in cfg.get('custom_hooks') or []
                         if h.get('type') != 'PrivacyHook']
     return cfg

@@ -11,8 +11,11 @@ privacy = dict(
     target_epsilon=1.0,  # sigma is calibrated (PRV) for the planned steps
     delta=None,  # default 1 / (10 N_private); must be < 1 / N_private
     max_grad_norm=1.0,  # clipping norm C (flat, over all trainable params)
+    unit='image',  # privacy unit: 'image' (all its people) or 'instance'
     # noise_multiplier=1.0,   # give sigma instead of calibrating it
     # max_physical_batch_size=16,  # micro-batches for large logical batches
-    # noise_seed=None, sampler_seed=None,  # None: secret (recommended)
+    # noise_seed=None, sampler_seed=None,  # None: secret (fixed voids DP)
+    # log_private_metrics=False,  # True: un-noised loss/accuracy in the log
     # loss_reduction='mean',  # only for a loss mmpose_dp does not know
+    # disjoint_from_loaded_checkpoint=False,  # load_from a DP checkpoint
 )

@@ -5,4 +5,5 @@ privacy = dict(
     projection=dict(rank=32, interval=20, dtype='float32'),
     public_features=dict(
         transform=dict(type='PublicFeatureBlur', kernel_size=7, sigma=2.5),
-        weight=0.1))
+        weight=0.1,
+        labels_are_public=True))  # feature DP: pose labels are public

@@ -1,11 +1,15 @@
 from .collate import dp_pseudo_collate, is_empty_batch
-from .poisson_sampler import PoissonBatchSampler
+from .poisson_sampler import PoissonBatchSampler, shared_secret_seed
+from .privacy_units import (UNITS, check_unit, group_by_image, image_key,
+                            record_image_keys, unit_ids)
 from .public_feature import PublicFeatureBlur
-from .public_split import (carve_public_indices, check_disjoint,
-                           overlapping_records)
+from .public_split import (carve_public_images, check_disjoint,
+                           public_set_id, shared_images)
 
 __all__ = [
     'dp_pseudo_collate', 'is_empty_batch', 'PoissonBatchSampler',
-    'PublicFeatureBlur', 'carve_public_indices', 'check_disjoint',
-    'overlapping_records'
+    'shared_secret_seed', 'UNITS', 'check_unit', 'group_by_image',
+    'image_key', 'record_image_keys', 'unit_ids', 'PublicFeatureBlur',
+    'carve_public_images', 'check_disjoint', 'public_set_id',
+    'shared_images'
 ]

@@ -1,100 +1,161 @@
-"""Poisson sampling of the private index set (DATA_SAMPLERS)."""
-import math
+"""Poisson sampling of the private units (DATA_SAMPLERS)."""
 from typing import Iterator, List, Optional, Sequence
 
 import numpy as np
-from mmengine.dist import get_dist_info, sync_random_seed
+import torch
+from mmengine.dist import broadcast, get_dist_info
+from mmengine.logging import print_log
 from mmengine.registry import DATA_SAMPLERS
 from torch.utils.data import Sampler
 
-from .public_split import carve_public_indices
+from ..privacy import secret_seed
+from .privacy_units import check_unit, group_by_image, record_image_keys
+from .public_split import carve_public_images, public_set_id
+
+
+def shared_secret_seed() -> int:
+    """A seed from the OS entropy pool of process 0, broadcast to all.
+
+    Never derived from numpy's or torch's global generators, which MMEngine
+    seeds with the logged ``randomness.seed``.
+    """
+    seed = secret_seed(63)
+    if get_dist_info()[1] > 1:
+        shared = torch.tensor([seed], dtype=torch.int64)
+        broadcast(shared, src=0)
+        seed = int(shared.item())
+    return seed
 
 
 @DATA_SAMPLERS.register_module()
 class PoissonBatchSampler(Sampler):
-    """Each private record joins each step independently with rate q.
+    """Each private unit joins each step independently with rate q.
 
-    ``q = batch_size * world_size / N_private``: ``batch_size`` is the
-    per-process expected batch, as everywhere in MMPose, and the draw is
-    global, so every process draws the same batch and keeps its share
-    (``batch[rank::world_size]``). An epoch is ``round(1 / q)`` steps, so a
+    A unit is one person record (``unit='instance'``) or one image with all
+    its records (``unit='image'``). ``q = batch_size * world_size /
+    N_private``, where ``batch_size`` is the expected number of units per
+    process and N_private the number of private units. The draw is global:
+    every process draws the same units and keeps its share (whole units,
+    ``units[rank::world_size]``). An epoch is ``round(1 / q)`` steps, so a
     run takes exactly ``epochs * steps_per_epoch`` steps, including those
-    whose batch is empty. No index is padded or repeated within a step.
+    whose batch is empty. No record is padded or repeated within a step, and
+    the records of a unit are yielded together.
 
     Args:
         sampler: the dataloader's sampler; only its dataset is used.
-        batch_size: expected batch size per process.
-        seed: sampling seed. ``None`` (default) draws a secret one shared by
-            all processes: amplification by subsampling assumes an
-            adversary does not know which records were drawn, so a fixed,
-            published seed is for tests and debugging only.
-        public_samples: carve this many records out of the training set
-            as public data (projected DP-SGD), chosen with ``public_seed``;
-            they are never drawn and do not count in N_private. Their
-            indices are :attr:`public_indices`.
-        public_seed: seed of the carve-out.
-        public_indices: explicit public record indices instead.
+        batch_size: expected number of units per step and process.
+        unit: ``'image'`` or ``'instance'``.
+        seed: sampling seed. ``None`` (default) draws a secret one from the
+            OS entropy pool, shared by all processes and never logged or
+            saved: amplification by subsampling assumes that nobody knows
+            which records were drawn. A fixed seed voids the guarantee and
+            is for tests and debugging only (a warning says so).
+        public_samples: carve whole images out of the training set until
+            this many records are public (projected DP-SGD), chosen with
+            ``public_seed``; they are never drawn and do not count in
+            N_private. Their record indices are :attr:`public_indices`.
+        public_seed: seed of the carve-out (public: a consent decision).
         steps_per_epoch: default ``round(1 / q)``.
     """
 
     def __init__(self,
                  sampler: Sampler,
                  batch_size: int,
+                 unit: str = 'image',
                  seed: Optional[int] = None,
                  public_samples: Optional[int] = None,
                  public_seed: int = 0,
-                 public_indices: Optional[Sequence[int]] = None,
                  steps_per_epoch: Optional[int] = None) -> None:
         dataset = getattr(sampler, 'dataset', sampler)
-        num_records = len(dataset)
+        self.unit = check_unit(unit)
+        keys = (record_image_keys(dataset)
+                if unit == 'image' or public_samples else None)
+        self.public_indices: List[int] = []
+        self.public_set_id: Optional[str] = None
         if public_samples:
-            if public_indices is not None:
-                raise ValueError('give public_samples or public_indices')
-            public_indices = carve_public_indices(num_records,
-                                                  public_samples, public_seed)
-        self.public_indices = sorted(int(i) for i in public_indices or ())
+            self.public_indices = carve_public_images(keys, public_samples,
+                                                      public_seed)
+            self.public_set_id = public_set_id(
+                [keys[i] for i in self.public_indices])
         public = set(self.public_indices)
-        self.private_indices = np.array(
-            [i for i in range(num_records) if i not in public], dtype=np.int64)
-        if len(self.private_indices) == 0:
+        if unit == 'image':
+            units = [g for g in group_by_image(keys) if g[0] not in public]
+        else:
+            units = [np.array([i], dtype=np.int64) for i in range(len(dataset))
+                     if i not in public]
+        if not units:
             raise ValueError('the private training set is empty')
+        self.units = units
         if batch_size <= 0:
             raise ValueError(f'batch_size must be > 0, got {batch_size}')
         self.rank, self.world_size = get_dist_info()
         self.batch_size = batch_size
         self.expected_batch_size = batch_size * self.world_size
-        if self.expected_batch_size > len(self.private_indices):
+        if self.expected_batch_size > len(units):
             raise ValueError(
                 f'expected batch {self.expected_batch_size} exceeds the '
-                f'{len(self.private_indices)} private records; lower '
+                f'{len(units)} private {unit}s; lower '
                 'train_dataloader.batch_size')
-        self.sample_rate = self.expected_batch_size / len(self.private_indices)
+        self.sample_rate = self.expected_batch_size / len(units)
         self.steps_per_epoch = steps_per_epoch or max(
             1, round(1 / self.sample_rate))
-        self.seed = sync_random_seed() if seed is None else int(seed)
+        self.fixed_seed = seed is not None
+        if self.fixed_seed:
+            print_log(
+                f'[privacy] privacy.sampler_seed is fixed: whoever knows it '
+                'knows which records every step drew, which VOIDS the '
+                'guarantee (no amplification by subsampling). Use it for '
+                'tests and debugging only', logger='current', level=30)
+        self._seed = shared_secret_seed() if seed is None else int(seed)
         self.epoch = 0
         self.sampler = sampler
 
     @property
     def num_private(self) -> int:
-        return len(self.private_indices)
+        """N_private: the number of private units."""
+        return len(self.units)
+
+    @property
+    def private_indices(self) -> np.ndarray:
+        """Every private record index."""
+        return np.concatenate(self.units)
 
     def set_epoch(self, epoch: int) -> None:
         self.epoch = epoch
 
-    def global_batches(self, epoch: int) -> Iterator[np.ndarray]:
-        """The whole (all-process) batch of every step of ``epoch``."""
-        rng = np.random.default_rng([self.seed, epoch])
+    def global_draws(self, epoch: int) -> Iterator[np.ndarray]:
+        """The units (indices into :attr:`units`) drawn at every step of
+        ``epoch``, over all processes."""
+        rng = np.random.default_rng([self._seed, epoch])
         for _ in range(self.steps_per_epoch):
-            mask = rng.random(self.num_private) < self.sample_rate
-            yield self.private_indices[mask]
+            yield np.flatnonzero(rng.random(self.num_private) <
+                                 self.sample_rate)
+
+    def records(self, drawn: Sequence[int]) -> List[int]:
+        """The record indices of the units ``drawn``, unit by unit."""
+        if len(drawn) == 0:
+            return []
+        return np.concatenate([self.units[u] for u in drawn]).tolist()
+
+    def global_batches(self, epoch: int) -> Iterator[List[int]]:
+        """The whole (all-process) batch of records of every step."""
+        for drawn in self.global_draws(epoch):
+            yield self.records(drawn)
 
     def __iter__(self) -> Iterator[List[int]]:
         # The loop's sampler-seed hook sets the epoch on the wrapped sampler.
         epoch = max(self.epoch, getattr(self.sampler, 'epoch', 0))
-        for batch in self.global_batches(epoch):
-            yield batch[self.rank::self.world_size].tolist()
+        for drawn in self.global_draws(epoch):
+            yield self.records(drawn[self.rank::self.world_size])
         self.epoch = epoch + 1
 
     def __len__(self) -> int:
         return self.steps_per_epoch
+
+    def __repr__(self) -> str:
+        return (f'PoissonBatchSampler(unit={self.unit!r}, q='
+                f'{self.sample_rate:.5g}, N_private={self.num_private})')
+
+    def __reduce__(self):
+        raise TypeError('a PoissonBatchSampler holds a secret seed and is '
+                        'never pickled (checkpoints must not contain it)')

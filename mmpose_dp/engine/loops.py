@@ -1,22 +1,49 @@
 """Epoch loop whose iteration is one logical DP step (LOOPS)."""
-from typing import Dict, List, Optional
+from typing import Dict, List, Optional, Tuple
 
 from mmengine.registry import LOOPS
 from mmengine.runner import EpochBasedTrainLoop
 
-from ..datasets import is_empty_batch
+from ..datasets import image_key, is_empty_batch, unit_ids
 
 
-def split_batch(data_batch: Dict, size: Optional[int]) -> List[Dict]:
+def batch_unit_ids(data_batch: Dict, unit: str) -> List[int]:
+    """The privacy unit (0, 1, ...) of every sample of a collated batch."""
+    samples = data_batch['data_samples']
+    if unit == 'instance':
+        return list(range(len(samples)))
+    return unit_ids([image_key(s.metainfo) for s in samples], unit)
+
+
+def split_batch(data_batch: Dict, units: List[int],
+                size: Optional[int]) -> List[Tuple[Dict, List[int]]]:
     """Split a collated ``dict(inputs=[...], data_samples=[...])`` into
-    micro-batches of at most ``size`` samples (no split if ``size`` is None);
-    an empty batch gives no micro-batch."""
-    n = len(data_batch['inputs'])
-    if n == 0:
+    micro-batches of at most ``size`` samples that never split a privacy
+    unit (a unit larger than ``size`` is a micro-batch of its own).
+
+    Returns ``(micro_batch, unit ids within it)`` pairs; no split if
+    ``size`` is None, nothing for an empty batch.
+    """
+    if not units:
         return []
-    size = size or n
-    return [{k: v[i:i + size] for k, v in data_batch.items()}
-            for i in range(0, n, size)]
+    members: Dict[int, List[int]] = {}
+    for index, unit in enumerate(units):
+        members.setdefault(unit, []).append(index)
+    groups = list(members.values())
+    size = size or len(units)
+    chunks: List[List[List[int]]] = [[]]
+    for group in groups:
+        filled = sum(len(g) for g in chunks[-1])
+        if chunks[-1] and filled + len(group) > size:
+            chunks.append([])
+        chunks[-1].append(group)
+    out = []
+    for chunk in chunks:
+        order = [i for group in chunk for i in group]
+        ids = [u for u, group in enumerate(chunk) for _ in group]
+        out.append(({k: [v[i] for i in order] for k, v in data_batch.items()},
+                    ids))
+    return out
 
 
 @LOOPS.register_module()
@@ -24,12 +51,21 @@ class DPEpochBasedTrainLoop(EpochBasedTrainLoop):
     """``EpochBasedTrainLoop`` where one iteration is one DP-SGD step.
 
     The Poisson batch of a step is split into micro-batches of at most
-    ``max_physical_batch_size`` samples (virtual steps: memory follows the
-    micro-batch, the privacy analysis the logical batch); each runs
-    ``model.train_step``, whose ``update_params`` clips and accumulates; then
-    the optim wrapper's ``private_step`` adds the noise once and updates. An
-    empty batch still takes its noise-only step. ``stop_training`` (set by
+    ``max_physical_batch_size`` samples, never splitting a privacy unit
+    (virtual steps: memory follows the micro-batch, the privacy analysis the
+    logical batch); each runs ``model.train_step``, whose ``update_params``
+    clips and accumulates one contribution per unit; then the optim
+    wrapper's ``private_step`` adds the noise once and updates. An empty
+    batch still takes its noise-only step. ``stop_training`` (set by
     :class:`PrivacyHook` at the budget) ends the run before the next step.
+
+    Args:
+        max_physical_batch_size: micro-batch size (None: no split).
+        log_private_metrics: pass the loss and accuracy of private batches
+            (un-noised) to the hooks, i.e. to the text/JSON log and the
+            visualiser backends. Off by default: they are statistics of
+            private data outside the guarantee. Checkpoints never hold them
+            (:class:`PrivacyHook` removes them).
     """
 
     def __init__(self,
@@ -37,11 +73,17 @@ class DPEpochBasedTrainLoop(EpochBasedTrainLoop):
                  dataloader,
                  max_epochs: int,
                  max_physical_batch_size: Optional[int] = None,
+                 log_private_metrics: bool = False,
                  **kwargs) -> None:
         super().__init__(runner, dataloader, max_epochs, **kwargs)
         if max_physical_batch_size is not None and max_physical_batch_size < 1:
             raise ValueError('max_physical_batch_size must be >= 1')
         self.max_physical_batch_size = max_physical_batch_size
+        self.log_private_metrics = log_private_metrics
+
+    @property
+    def unit(self) -> str:
+        return getattr(self.dataloader.batch_sampler, 'unit', 'instance')
 
     def run(self):
         self.runner.call_hook('before_train')
@@ -72,9 +114,11 @@ class DPEpochBasedTrainLoop(EpochBasedTrainLoop):
             'before_train_iter', batch_idx=idx, data_batch=data_batch)
         optim_wrapper = self.runner.optim_wrapper
         outputs: Dict = {}
-        micro_batches = ([] if is_empty_batch(data_batch) else split_batch(
-            data_batch, self.max_physical_batch_size))
-        for micro in micro_batches:
+        units = ([] if is_empty_batch(data_batch) else batch_unit_ids(
+            data_batch, self.unit))
+        for micro, micro_units in split_batch(data_batch, units,
+                                              self.max_physical_batch_size):
+            optim_wrapper.expect_micro_batch(micro_units)
             out = self.runner.model.train_step(
                 micro, optim_wrapper=optim_wrapper)
             for k, v in out.items():
@@ -86,5 +130,5 @@ class DPEpochBasedTrainLoop(EpochBasedTrainLoop):
             'after_train_iter',
             batch_idx=idx,
             data_batch=data_batch,
-            outputs=outputs)
+            outputs=outputs if self.log_private_metrics else {})
         self._iter += 1

@@ -4,13 +4,14 @@ from typing import Callable, List, Optional
 
 import torch
 from mmengine.dist import all_reduce, get_dist_info
+from mmengine.logging import print_log
 from mmengine.optim import OptimWrapper
 from mmengine.registry import OPTIM_WRAPPERS
 from torch import nn
 
-from ..privacy import (PerSampleGradients, PrivacyLedger, add_gaussian_noise,
-                       clip_factors, clipped_sum, make_generator,
-                       per_sample_norms)
+from ..privacy import (NoiseStream, PerSampleGradients, PrivacyLedger,
+                       add_gaussian_noise, clip_factors, clipped_sum,
+                       per_sample_norms, sum_per_unit)
 
 #: A post-processing stage: (wrapper, noisy averaged gradients) -> gradients.
 GradientStage = Callable[['DPOptimWrapper', List[torch.Tensor]],
@@ -40,8 +41,9 @@ class DPOptimWrapper(OptimWrapper):
     Args:
         optimizer: the wrapped optimizer (from the config's ``optimizer``).
         max_grad_norm: the clipping norm C.
-        noise_seed: seed of the noise generator; ``None`` draws it from the
-            OS (default; a published seed lets anyone subtract the noise).
+        noise_seed: key of the noise stream; ``None`` (default) draws a
+            secret one from the OS entropy pool. A fixed key lets anyone who
+            knows it subtract the noise: tests and debugging only.
     """
 
     def __init__(self,
@@ -64,7 +66,12 @@ class DPOptimWrapper(OptimWrapper):
             raise ValueError(
                 f'privacy.max_grad_norm must be > 0, got {max_grad_norm}')
         self.max_grad_norm = float(max_grad_norm)
-        self.noise_seed = noise_seed
+        self.noise = NoiseStream(noise_seed)
+        if self.noise.fixed:
+            print_log(
+                '[privacy] privacy.noise_seed is fixed: whoever knows it can '
+                'subtract the noise, which VOIDS the guarantee. Use it for '
+                'tests and debugging only', logger='current', level=30)
         self.noise_multiplier: Optional[float] = None
         self.sample_rate: Optional[float] = None
         self.expected_batch_size: Optional[float] = None
@@ -73,7 +80,7 @@ class DPOptimWrapper(OptimWrapper):
         self.per_sample: Optional[PerSampleGradients] = None
         self.stages: List[GradientStage] = []
         self._clipped_sum: Optional[List[torch.Tensor]] = None
-        self._generator: Optional[torch.Generator] = None
+        self._micro_batch_units: Optional[List[int]] = None
 
     # -- set-up (by PrivacyHook) -------------------------------------------
     def attach(self, model: nn.Module, loss_reduction: str) -> None:
@@ -124,20 +131,38 @@ class DPOptimWrapper(OptimWrapper):
                 "dict(type='PrivacyHook') to custom_hooks")
         return self.per_sample.private_forward()
 
+    def expect_micro_batch(self, units: List[int]) -> None:
+        """Announce the next private micro-batch: ``units[i]`` is the privacy
+        unit (0, 1, ...) of its i-th sample. Every per-sample gradient must
+        then have ``len(units)`` rows, and the samples of one unit are
+        summed before clipping (one contribution per unit)."""
+        self._micro_batch_units = list(units)
+
     def update_params(self, loss: torch.Tensor, step_kwargs=None,
                       zero_kwargs=None) -> None:
         """Back-propagate one private micro-batch and accumulate its clipped
-        per-sample gradients. The step itself is :meth:`private_step`."""
+        per-unit gradients. The step itself is :meth:`private_step`."""
         self.backward(loss)
 
     def backward(self, loss: torch.Tensor, **kwargs) -> None:
+        units = self._micro_batch_units
+        if units is None:
+            raise RuntimeError(
+                'announce each private micro-batch with expect_micro_batch() '
+                '(DPEpochBasedTrainLoop does) before its backward')
+        self._micro_batch_units = None
         loss.backward(**kwargs)
         self._inner_count += 1
-        self.clip_and_accumulate(self.per_sample.pop())
+        self.clip_and_accumulate(self.per_sample.pop(len(units)), units)
         for p in self.params:
             p.grad = None  # the unclipped batch gradient must not be used
 
-    def clip_and_accumulate(self, grad_samples: List[torch.Tensor]) -> None:
+    def clip_and_accumulate(self, grad_samples: List[torch.Tensor],
+                            units: List[int]) -> None:
+        """Sum each unit's samples, clip each unit to C, add to the sum."""
+        if units != list(range(len(units))):
+            grad_samples = sum_per_unit(
+                grad_samples, torch.tensor(units), max(units) + 1)
         factors = clip_factors(per_sample_norms(grad_samples),
                                self.max_grad_norm)
         summed = clipped_sum(grad_samples, factors)
@@ -148,15 +173,30 @@ class DPOptimWrapper(OptimWrapper):
                 acc.add_(s)
 
     # -- per logical step --------------------------------------------------
-    def noise_generator(self) -> torch.Generator:
-        if self._generator is None:
-            rank, _ = get_dist_info()
-            seed = None if self.noise_seed is None else self.noise_seed + rank
-            self._generator = make_generator(self.params[0].device, seed)
-        return self._generator
+    def add_noise(self, summed: List[torch.Tensor]) -> None:
+        """Add N(0, (sigma C)^2) to the clipped sum, once over all processes
+        (on process 0), from the generator of this ledger step."""
+        rank, _ = get_dist_info()
+        if rank != 0:
+            return
+        generator = self.noise.generator(self.params[0].device, rank,
+                                         self.ledger.steps)
+        add_gaussian_noise(summed, self.noise_multiplier * self.max_grad_norm,
+                           generator)
+
+    def reduce(self, summed: List[torch.Tensor]) -> None:
+        """Sum the noisy clipped sums of all processes (in place)."""
+        if get_dist_info()[1] > 1:
+            for t in summed:
+                all_reduce(t, op='sum')
+
+    def scale(self, summed: List[torch.Tensor]) -> None:
+        """Divide by the *expected* batch size, a public constant."""
+        for t in summed:
+            t.div_(self.expected_batch_size)
 
     def noisy_gradient(self) -> List[torch.Tensor]:
-        """(sum of clipped per-sample gradients + N(0, (sigma C)^2 I)) / B,
+        """(sum of clipped per-unit gradients + N(0, (sigma C)^2 I)) / B,
         with the noise drawn once per step over all processes."""
         if self.noise_multiplier is None or self.ledger is None:
             raise RuntimeError(
@@ -166,16 +206,9 @@ class DPOptimWrapper(OptimWrapper):
             summed = [torch.zeros_like(p) for p in self.params]
         else:
             summed = self._clipped_sum
-        rank, world_size = get_dist_info()
-        if rank == 0:
-            add_gaussian_noise(summed,
-                               self.noise_multiplier * self.max_grad_norm,
-                               self.noise_generator())
-        if world_size > 1:
-            for t in summed:
-                all_reduce(t, op='sum')
-        for t in summed:
-            t.div_(self.expected_batch_size)
+        self.add_noise(summed)
+        self.reduce(summed)
+        self.scale(summed)
         return summed
 
     def private_step(self) -> None:

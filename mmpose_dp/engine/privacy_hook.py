@@ -2,7 +2,7 @@
 import copy
 import math
 import time
-from typing import Dict, Optional
+from typing import Dict, List, Optional
 
 from mmengine.hooks import Hook
 from mmengine.model import is_model_wrapper
@@ -10,37 +10,66 @@ from mmengine.registry import DATASETS, HOOKS
 from mmengine.runner import BaseLoop
 from torch.utils.data import Subset
 
-from ..datasets import PoissonBatchSampler, check_disjoint
+from ..datasets import (PoissonBatchSampler, check_disjoint, public_set_id,
+                        record_image_keys)
 from ..models import (NotPrivateError, changed_buffers,
                       check_no_cross_sample_modules, detect_loss_reduction,
                       snapshot_buffers)
 from ..privacy import (EpsilonTracker, PrivacyLedger,
-                       calibrate_noise_multiplier, disable_inplace_activations,
-                       epsilon_prv)
+                       disable_inplace_activations, plan_noise,
+                       privacy_statement, statement_line)
 from .loops import DPEpochBasedTrainLoop
 from .optim_wrapper import DPOptimWrapper
 from .stages import ProjectionStage, PublicFeatureStage
 
 LEDGER_KEY = 'privacy_ledger'
 PLAN_KEY = 'privacy_plan'
+#: Version of the privacy plan stored in checkpoints.
+PLAN_VERSION = 2
+#: Scalars of the message hub that checkpoints may keep: public settings,
+#: privacy accounting, and statistics of public data. Every other
+#: ``train/`` scalar (loss, accuracy, ...) is a statistic of private
+#: batches without noise and is removed before a checkpoint is written.
+PUBLIC_TRAIN_SCALARS = frozenset(
+    f'train/{k}' for k in (
+        'lr', 'epsilon', 'noise_multiplier', 'sample_rate', 'privacy_steps',
+        'delta', 'pdp_rank', 'pdp_energy', 'pdp_refresh_time',
+        'public_feature_loss'))
+
+
+def scrub_private_scalars(checkpoint: Dict) -> List[str]:
+    """Remove the un-noised statistics of private batches from a
+    checkpoint's message hub; returns the keys removed."""
+    hub = checkpoint.get('message_hub') or {}
+    scalars = hub.get('log_scalars') or {}
+    removed = [k for k in scalars
+               if k.startswith('train/') and k not in PUBLIC_TRAIN_SCALARS]
+    for key in removed:
+        del scalars[key]
+    return removed
 
 
 @HOOKS.register_module()
 class PrivacyHook(Hook):
     """Owns the privacy budget of a run.
 
-    * ``before_run``: checks the model (no BatchNorm in train mode, a loss
-      with a known batch reduction), turns in-place activations off and
-      attaches per-sample gradients to the :class:`DPOptimWrapper`.
+    * ``before_run``: checks the model (no module with running statistics
+      in train mode, a loss with a known batch reduction), turns in-place
+      activations off and attaches per-sample gradients to the
+      :class:`DPOptimWrapper`.
     * ``before_train``: from the Poisson sampler's q and the loop's steps T,
       calibrates sigma for ``target_epsilon`` (PRV) or takes the configured
-      ``noise_multiplier``, and fixes how many steps the budget allows.
+      ``noise_multiplier``, and bounds the number of steps by the budget on
+      every path (fresh, resumed, changed plan, explicit sigma).
     * every ``interval`` iterations: logs ``epsilon``, ``noise_multiplier``,
       ``sample_rate``, ``privacy_steps`` and ``delta`` (text/JSON log and
       visualiser backends); ``after_train`` logs the final PRV and RDP
-      epsilon.
-    * checkpoints carry the ledger; ``--resume`` continues it (a checkpoint
-      without one is refused), so a resumed run never resets epsilon.
+      epsilon and what they protect.
+    * checkpoints carry the ledger and the plan (unit, what is protected and
+      public, the public set's fingerprint) and no un-noised statistic of
+      private batches; ``--resume`` continues the ledger and refuses another
+      unit or public set; ``load_from`` a DP checkpoint is refused unless
+      the new private data are declared disjoint from the old.
     * training stops before a step would exceed ``target_epsilon``.
 
     Args:
@@ -55,12 +84,18 @@ class PrivacyHook(Hook):
             :mod:`mmpose_dp.models.loss_reduction` does not know.
         projection: PDP-SGD, ``dict(rank=100, interval=50,
             dtype='float32')``; needs ``public_data``.
-        public_data: ``dict(num_samples=100, seed=0)`` carved out of the
-            training annotations, or ``dict(dataset=dict(...))`` a separate
-            data set (refused if it overlaps the private one).
+        public_data: ``dict(num_samples=100, seed=0)``: whole images carved
+            out of the training annotations, or ``dict(dataset=dict(...))``:
+            a separate data set that shares no image with the private one.
         public_features: feature DP, ``dict(transform=dict(
             type='PublicFeatureBlur', kernel_size=25, sigma=10), weight=1.0,
-            batch_size=None, seed=None)``.
+            batch_size=None, seed=None, labels_are_public=True)``. The
+            public-feature loss uses every record's keypoints, visibility
+            and box, so it refuses to start unless ``labels_are_public=True``
+            says that they are public.
+        disjoint_from_loaded_checkpoint: declare that this run's private
+            data are disjoint from those of a DP checkpoint given as
+            ``load_from`` (whose ledger is then not continued).
     """
 
     priority = 'ABOVE_NORMAL'  # log before LoggerHook reads the scalars
@@ -73,7 +108,8 @@ class PrivacyHook(Hook):
                  loss_reduction: Optional[str] = None,
                  projection: Optional[Dict] = None,
                  public_data: Optional[Dict] = None,
-                 public_features: Optional[Dict] = None) -> None:
+                 public_features: Optional[Dict] = None,
+                 disjoint_from_loaded_checkpoint: bool = False) -> None:
         if target_epsilon is None and noise_multiplier is None:
             raise ValueError(
                 'set privacy.target_epsilon (sigma is calibrated) or '
@@ -93,9 +129,21 @@ class PrivacyHook(Hook):
                                 ^ ('dataset' in public_data)):
             raise ValueError('privacy.public_data takes num_samples (and '
                              'seed) or dataset, not both')
+        if public_features is not None:
+            public_features = dict(public_features)
+            if public_features.pop('labels_are_public', None) is not True:
+                raise NotPrivateError(
+                    'privacy.public_features (feature DP) computes an '
+                    'un-noised loss on every training record: its blurred '
+                    'crop AND its keypoint labels, visibility and box. The '
+                    'epsilon then protects only the image detail that the '
+                    'blur removes, not the pose. If that is your threat '
+                    'model, say so with privacy.public_features.'
+                    'labels_are_public=True; otherwise use DP-SGD or PDP')
         self.projection = projection
         self.public_data = public_data
         self.public_features = public_features
+        self.disjoint_from_loaded_checkpoint = disjoint_from_loaded_checkpoint
         self.ledger: Optional[PrivacyLedger] = None
         self.tracker: Optional[EpsilonTracker] = None
         self.allowed_steps: Optional[int] = None
@@ -157,17 +205,25 @@ class PrivacyHook(Hook):
         elif self.delta >= 1.0 / n_private:
             raise NotPrivateError(
                 f'privacy.delta={self.delta} >= 1/N_private = '
-                f'1/{n_private}: a mechanism that publishes one record '
-                'outright would satisfy it. Use delta < 1/N (default '
-                f'1/(10 N) = {1 / (10 * n_private):.3g})')
+                f'1/{n_private}: a mechanism that publishes one '
+                f'{sampler.unit} outright would satisfy it. Use delta < 1/N '
+                f'(default 1/(10 N) = {1 / (10 * n_private):.3g})')
         self.ledger = PrivacyLedger(self.delta)
         n_frozen = sum(p.numel() for p in model.parameters()
                        if not p.requires_grad)
         n_train = sum(p.numel() for p in ow.params)
         runner.logger.info(
             f'[privacy] loss reduction {reduction!r}; {n_train} trainable '
-            f'parameters clipped and noised, {n_frozen} frozen; '
-            f'N_private={n_private}, delta={self.delta:.3g}')
+            f'parameters clipped and noised, {n_frozen} frozen; privacy '
+            f'unit {sampler.unit!r}: N_private={n_private} {sampler.unit}s '
+            f'({len(sampler.private_indices)} records), '
+            f'delta={self.delta:.3g}')
+        if runner.train_loop.log_private_metrics:
+            runner.logger.warning(
+                '[privacy] privacy.log_private_metrics=True: this log shows '
+                'the loss and accuracy of private batches WITHOUT noise, '
+                'outside the guarantee; treat the log as private data. '
+                'Checkpoints never contain them')
 
     def after_load_checkpoint(self, runner, checkpoint: Dict) -> None:
         if not self.training:
@@ -182,19 +238,30 @@ class PrivacyHook(Hook):
             self.ledger.load_state_dict(state)
             # Segments do not depend on delta; report at this run's delta.
             self.ledger.delta = self.delta
-            self._resumed_plan = checkpoint.get(PLAN_KEY)
+            self._resumed_plan = checkpoint.get(PLAN_KEY) or {}
             runner.logger.info(
                 f'[privacy] resumed ledger: {self.ledger.steps} steps taken')
         elif state is not None:
+            if not self.disjoint_from_loaded_checkpoint:
+                raise NotPrivateError(
+                    f'load_from {runner._load_from} was trained with DP '
+                    f'({state["steps"]} steps on its private data). A new '
+                    'ledger is valid only if this run\'s private data are '
+                    'disjoint from that run\'s; on the same data the two '
+                    'epsilons add up. Use --resume to continue its ledger, '
+                    'or declare privacy.disjoint_from_loaded_checkpoint=True')
             runner.logger.warning(
                 '[privacy] load_from checkpoint was trained with DP '
-                f'({state["steps"]} steps). This run starts a new ledger, '
-                'which is only valid if its private data are disjoint from '
-                'that run\'s; on the same data the two epsilons add up')
+                f'({state["steps"]} steps); this run starts a new ledger '
+                'because privacy.disjoint_from_loaded_checkpoint=True '
+                'declares its private data disjoint from that run\'s')
 
     def before_save_checkpoint(self, runner, checkpoint: Dict) -> None:
+        if self.ledger is None:  # not a training run
+            return
         checkpoint[LEDGER_KEY] = self.ledger.state_dict()
         checkpoint[PLAN_KEY] = self._plan
+        scrub_private_scalars(checkpoint)
 
     def before_train(self, runner) -> None:
         ow = self._optim_wrapper(runner)
@@ -205,98 +272,115 @@ class PrivacyHook(Hook):
             raise NotPrivateError('no training steps left to take')
         t0 = time.time()
         prior = list(self.ledger.segments)
-        plan = dict(target_epsilon=self.target_epsilon, delta=self.delta,
-                    sample_rate=q, total_steps=self.ledger.steps + remaining)
-        resumed = self._resumed_plan or {}
-        if (self.noise_multiplier is None and resumed.get(
-                'noise_multiplier') is not None and all(
-                    resumed.get(k) == v for k, v in plan.items())):
-            # Same plan as the checkpoint's run: keep its sigma, whose
-            # calibration already covered the whole run.
-            sigma = resumed['noise_multiplier']
-            self.allowed_steps = plan['total_steps']
-            how = 'calibrated (PRV) for the same plan before resuming'
-        elif self.noise_multiplier is None:
-            sigma = calibrate_noise_multiplier(
-                self.target_epsilon, self.delta, q, remaining,
-                prior_segments=prior)
-            self.allowed_steps = self.ledger.steps + remaining
-            how = f'calibrated (PRV) for epsilon={self.target_epsilon}'
-        else:
-            sigma = float(self.noise_multiplier)
-            self.allowed_steps = self._steps_within_budget(
-                prior, sigma, q, remaining)
-            how = 'from the config'
-        planned_eps = (epsilon_prv(
-            prior + [(sigma, q, remaining)], self.delta)
-                       if sigma > 0 else math.inf)
-        self._plan = dict(plan, noise_multiplier=sigma)
-        ow.configure(sigma, q, sampler.expected_batch_size, self.ledger,
-                     self.allowed_steps)
-        if sigma > 0:
-            self.tracker = EpsilonTracker(self.ledger, sigma, q, remaining,
-                                          planned_eps)
-        ow.stages = self._build_stages(runner, sampler)
+        public_set, stages = self._public_set_and_stages(runner, sampler)
+        resumed = self._resumed_plan
+        if resumed is not None:
+            self._check_resumed_plan(resumed, sampler.unit, public_set)
+        noise = plan_noise(self.target_epsilon, self.noise_multiplier,
+                           self.delta, q, remaining, prior, resumed)
+        self.allowed_steps = noise.allowed_steps
+        ow.configure(noise.noise_multiplier, q, sampler.expected_batch_size,
+                     self.ledger, self.allowed_steps)
+        ow.stages = stages
+        planned = (remaining if noise.allowed_steps is None else
+                   noise.allowed_steps - self.ledger.steps)
+        if noise.noise_multiplier > 0:
+            self.tracker = EpsilonTracker(self.ledger, noise.noise_multiplier,
+                                          q, planned, noise.planned_epsilon)
+        labels_public = (self.public_features is not None
+                         or bool((resumed or {}).get('labels_public')))
+        statement = privacy_statement(
+            sampler.unit, self._public_feature_words(), public_set,
+            labels_public)
+        self._plan = dict(
+            version=PLAN_VERSION, unit=sampler.unit,
+            n_private=sampler.num_private, target_epsilon=self.target_epsilon,
+            delta=self.delta, sample_rate=q,
+            total_steps=self.ledger.steps + remaining,
+            noise_multiplier=noise.noise_multiplier,
+            sigma_source=noise.source, max_grad_norm=ow.max_grad_norm,
+            method=' + '.join(['DP-SGD'] + [type(s).__name__
+                                            for s in stages]),
+            labels_public=labels_public, public_set=public_set, **statement)
         runner.logger.info(
-            f'[privacy] noise_multiplier={sigma:.4f} ({how}), '
-            f'sample_rate={q:.5g} (expected batch '
+            f'[privacy] noise_multiplier={noise.noise_multiplier:.4f} '
+            f'({noise.note}), sample_rate={q:.5g} (expected batch '
             f'{sampler.expected_batch_size} of N_private='
-            f'{sampler.num_private}), steps planned={remaining} '
-            f'(already taken {self.ledger.steps}), max_grad_norm='
-            f'{ow.max_grad_norm}, delta={self.delta:.3g}; epsilon after '
-            f'the plan <= {planned_eps:.4f} (PRV); {time.time() - t0:.1f}s')
+            f'{sampler.num_private} {sampler.unit}s), steps planned='
+            f'{remaining} (already taken {self.ledger.steps}'
+            + ('' if planned == remaining else
+               f'; the budget allows {planned} of them') +
+            f'), max_grad_norm={ow.max_grad_norm}, delta={self.delta:.3g}; '
+            f'epsilon after the plan <= {noise.planned_epsilon:.4f} (PRV); '
+            f'{time.time() - t0:.1f}s')
+        runner.logger.info(f'[privacy] method: {self._plan["method"]}; '
+                           f'{statement_line(statement)}')
 
-    def _build_stages(self, runner, sampler) -> list:
-        """Projection (PDP) and/or public-feature (FDP) stages; both make
-        the hybrid."""
+    def _check_resumed_plan(self, resumed: Dict, unit: str,
+                            public_set: Optional[Dict]) -> None:
+        """A resumed run keeps the meaning of its ledger: the same privacy
+        unit and the same public set."""
+        if resumed.get('version') != PLAN_VERSION:
+            raise NotPrivateError(
+                f"the checkpoint's privacy plan has version "
+                f"{resumed.get('version')}, this mmpose_dp writes "
+                f'{PLAN_VERSION}; resume it with the version that wrote it')
+        if resumed.get('unit') != unit:
+            raise NotPrivateError(
+                f"the checkpoint's ledger counts privacy unit "
+                f"{resumed.get('unit')!r}, this run {unit!r}; resume with "
+                f"privacy.unit={resumed.get('unit')!r}")
+        before = (resumed.get('public_set') or {}).get('id')
+        now = (public_set or {}).get('id')
+        if before != now:
+            raise NotPrivateError(
+                f'the resumed run used public set {before}, this run '
+                f'{now}: records private so far would become public (or '
+                'the reverse). Resume with the same privacy.public_data')
+
+    def _public_set_and_stages(self, runner, sampler):
+        """Projection (PDP) and/or public-feature (FDP) stages (both make
+        the hybrid), and the public set's identity."""
         model = self._model(runner)
-        stages = []
-        if self.projection is not None:
-            stages.append(ProjectionStage(
-                model, self._public_dataset(runner, sampler),
-                **self.projection))
+        stages, public_set = [], None
+        if self.public_data:
+            dataset, keys = self._public_dataset(runner, sampler)
+            public_set = dict(id=public_set_id(keys),
+                              images=len(set(keys)), records=len(dataset))
+            runner.logger.info(
+                f"[privacy] public set {public_set['id']}: "
+                f"{public_set['images']} whole images, "
+                f"{public_set['records']} records")
+            if self.projection is not None:
+                stages.append(ProjectionStage(model, dataset,
+                                              **self.projection))
         if self.public_features is not None:
             cfg = dict(self.public_features)
             loader = build_public_feature_loader(
                 runner.cfg.train_dataloader, cfg.pop('transform', None),
                 cfg.pop('batch_size', None), cfg.pop('seed', None))
             stages.append(PublicFeatureStage(model, loader, **cfg))
-        names = [type(s).__name__ for s in stages]
-        runner.logger.info(f'[privacy] method: DP-SGD'
-                           f'{" + " + " + ".join(names) if names else ""}')
-        return stages
+        return public_set, stages
+
+    def _public_feature_words(self) -> Optional[str]:
+        if self.public_features is None:
+            return None
+        transform = self.public_features.get('transform') or dict(
+            type='PublicFeatureBlur')
+        args = ', '.join(f'{k}={v}' for k, v in transform.items()
+                         if k != 'type')
+        return f"{transform['type']}({args})"
 
     def _public_dataset(self, runner, sampler):
+        """The public records and the image of each."""
         private = runner.train_dataloader.dataset
         if self.public_data.get('num_samples'):
-            return Subset(private, sampler.public_indices)
+            keys = record_image_keys(private)
+            indices = sampler.public_indices
+            return Subset(private, indices), [keys[i] for i in indices]
         dataset = DATASETS.build(copy.deepcopy(self.public_data['dataset']))
-        if hasattr(dataset, 'full_init'):
-            dataset.full_init()
         check_disjoint(dataset, private)
-        return dataset
-
-    def _steps_within_budget(self, prior, sigma, q, remaining):
-        """Total steps (taken + more) whose epsilon stays within the target,
-        for an explicit noise multiplier."""
-        if self.target_epsilon is None:
-            return None
-        if sigma == 0:
-            raise NotPrivateError(
-                'noise_multiplier=0 gives no privacy; drop target_epsilon '
-                'to train without a guarantee')
-        tracker = EpsilonTracker(self.ledger, sigma, q, remaining)
-        base = self.ledger.steps
-        if tracker.epsilon_after(remaining) <= self.target_epsilon:
-            return base + remaining
-        lo, hi = 0, remaining  # lo fits, hi does not
-        while hi - lo > 1:
-            mid = (lo + hi) // 2
-            if tracker.epsilon_after(mid) <= self.target_epsilon:
-                lo = mid
-            else:
-                hi = mid
-        return base + lo
+        return dataset, record_image_keys(dataset)
 
     # -- per iteration -----------------------------------------------------
     def before_train_iter(self, runner, batch_idx, data_batch=None) -> None:
@@ -347,8 +431,8 @@ class PrivacyHook(Hook):
             f'accountant (upper bound; RDP gives {eps_rdp:.4f}) after '
             f'{self.ledger.steps} steps at noise_multiplier='
             f'{ow.noise_multiplier:.4f}, sample_rate='
-            f'{ow.sample_rate:.5g}, max_grad_norm={ow.max_grad_norm}. Privacy '
-            'unit: one person instance')
+            f'{ow.sample_rate:.5g}, max_grad_norm={ow.max_grad_norm}; '
+            f'{statement_line(self._plan)}')
 
     def _log(self, runner) -> None:
         ow = self._optim_wrapper(runner)

@@ -13,12 +13,17 @@ from mmengine.config import Config, ConfigDict
 from mmengine.registry import RUNNERS
 from mmengine.runner import Runner
 
+from ..datasets import check_unit
+
 #: privacy keys -> the component that takes them.
 HOOK_KEYS = ('target_epsilon', 'noise_multiplier', 'delta', 'loss_reduction',
-             'interval', 'projection', 'public_data', 'public_features')
+             'interval', 'projection', 'public_data', 'public_features',
+             'disjoint_from_loaded_checkpoint')
 OPTIM_KEYS = ('max_grad_norm', 'noise_seed')
-LOOP_KEYS = ('max_physical_batch_size', )
-SAMPLER_KEYS = ('sampler_seed', )
+LOOP_KEYS = ('max_physical_batch_size', 'log_private_metrics')
+SAMPLER_KEYS = ('sampler_seed', 'unit')
+#: The privacy unit when the config names none (see README).
+DEFAULT_UNIT = 'image'
 KNOWN_KEYS = set(HOOK_KEYS + OPTIM_KEYS + LOOP_KEYS + SAMPLER_KEYS)
 
 
@@ -53,7 +58,8 @@ def apply_privacy(cfg: Config) -> Config:
             ow[key] = privacy[key]
 
     loader = cfg.train_dataloader
-    sampler_cfg = dict(type='PoissonBatchSampler')
+    sampler_cfg = dict(type='PoissonBatchSampler',
+                       unit=check_unit(privacy.get('unit', DEFAULT_UNIT)))
     if privacy.get('sampler_seed') is not None:
         sampler_cfg['seed'] = privacy['sampler_seed']
     public_data = privacy.get('public_data') or {}
@@ -61,11 +67,12 @@ def apply_privacy(cfg: Config) -> Config:
         # Carved out of the training annotations: never privately sampled.
         sampler_cfg['public_samples'] = public_data['num_samples']
         sampler_cfg['public_seed'] = public_data.get('seed', 0)
-    if loader.get('batch_sampler') is None:
-        loader['batch_sampler'] = sampler_cfg
-    elif loader['batch_sampler'].get('type') != 'PoissonBatchSampler':
+    given = loader.get('batch_sampler')
+    if given is not None and given.get('type') != 'PoissonBatchSampler':
         raise ValueError('train_dataloader.batch_sampler must be '
                          "PoissonBatchSampler for DP training")
+    # The privacy section decides (a dumped config names the sampler too).
+    loader['batch_sampler'] = sampler_cfg
     collate = loader.get('collate_fn', dict(type='pseudo_collate'))
     if collate.get('type') not in ('pseudo_collate', 'dp_pseudo_collate'):
         raise ValueError(
@@ -105,6 +112,4 @@ class DPRunner(Runner):
 
     @classmethod
     def from_cfg(cls, cfg: Config) -> 'Runner':
-        cfg = apply_privacy(cfg)
-        cfg.pop('runner_type', None)
-        return super().from_cfg(cfg)
+        return super().from_cfg(apply_privacy(cfg))

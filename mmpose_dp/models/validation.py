@@ -4,7 +4,8 @@ from typing import Dict, List
 import torch
 from torch import nn
 from torch.nn.modules.batchnorm import _BatchNorm
-from torch.nn.modules.instancenorm import _InstanceNorm
+
+from ..privacy import NotPrivateError
 
 GROUPNORM_FIX = (
     "Use GroupNorm in the config, e.g. norm_cfg=dict(type='GN', "
@@ -14,22 +15,27 @@ GROUPNORM_FIX = (
     "statistics from private data.")
 
 
-class NotPrivateError(ValueError):
-    """The model or config cannot be trained with a DP guarantee."""
+def _keeps_running_statistics(module: nn.Module) -> bool:
+    """Any module that would learn statistics from its inputs in train
+    mode: BatchNorm/SyncBN of torch or MMCV (MMSyncBN), InstanceNorm with
+    running statistics, or a module that owns ``running*`` buffers."""
+    if getattr(module, 'track_running_stats', False):
+        return True
+    return any(name.startswith('running')
+               for name, _ in module.named_buffers(recurse=False))
 
 
 def cross_sample_modules(model: nn.Module) -> List[str]:
     """Names of modules that mix samples or learn statistics in train mode:
-    BatchNorm/SyncBN (trainable or frozen) and InstanceNorm with running
-    statistics."""
+    BatchNorm/SyncBN (trainable or frozen; torch's or MMCV's MMSyncBN) and
+    any module with running statistics."""
     bad = []
     for name, module in model.named_modules():
         if not module.training:
             continue
         if isinstance(module, (_BatchNorm, nn.SyncBatchNorm)):
             bad.append(f'{name} ({type(module).__name__})')
-        elif (isinstance(module, _InstanceNorm)
-              and module.track_running_stats):
+        elif _keeps_running_statistics(module):
             bad.append(f'{name} ({type(module).__name__}, running stats)')
     return bad
 

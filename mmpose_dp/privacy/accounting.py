@@ -18,6 +18,8 @@ from prv_accountant import PRVAccountant
 from prv_accountant.privacy_random_variables import \
     PoissonSubsampledGaussianMechanism
 
+from .errors import NotPrivateError
+
 #: Fine-pass eps_error as a fraction of epsilon: upper bound <= 1.018 * true.
 RELATIVE_EPS_ERROR = 0.009
 #: Coarse-pass eps_error as a fraction of the RDP epsilon (fast, < 1 s).
@@ -199,18 +201,25 @@ def calibrate_noise_multiplier(target_epsilon: float,
         raise ValueError(f'steps must be > 0, got {steps}')
     prior = merge_segments(prior_segments)
     _check(prior + [Segment(1.0, sample_rate, steps)], delta)
-    if prior and epsilon_prv(prior, delta, relative_error) >= target_epsilon:
-        raise ValueError(
+    spent = epsilon_prv(prior, delta, relative_error) if prior else 0.0
+    if spent >= target_epsilon:
+        raise NotPrivateError(
             f'the budget epsilon={target_epsilon} is already spent by '
             f'the earlier steps of this run; no further step is possible')
+    # The coarse error must resolve what is left of the budget.
+    margin = target_epsilon - spent
 
     def run(sigma):
         return prior + [Segment(sigma, sample_rate, steps)]
 
     def coarse_estimate(sigma):
         eps_rdp = epsilon_rdp(run(sigma), delta)
-        bounds = prv_bounds(run(sigma), delta, max(0.05 * eps_rdp, 1e-4))
+        error = max(min(0.05 * eps_rdp, 0.2 * margin), 1e-4)
+        bounds = prv_bounds(run(sigma), delta, error)
         return eps_rdp if bounds is None else bounds[1]
+
+    def fits(sigma):
+        return epsilon_prv(run(sigma), delta, relative_error) <= target_epsilon
 
     # Bracket: lo fails, hi passes (on the coarse estimate).
     lo, hi = 0.1, 1.0
@@ -229,10 +238,24 @@ def calibrate_noise_multiplier(target_epsilon: float,
         else:
             hi = mid
     # Fine pass: the reported upper bound must meet the target. It sits
-    # about relative_error above the estimate, so start one step higher.
+    # about relative_error above the estimate, so try one step higher; if
+    # that fails, gallop up and bisect on the upper bound.
     sigma = hi * (1 + relative_error)
-    for _ in range(60):
-        if epsilon_prv(run(sigma), delta, relative_error) <= target_epsilon:
-            return sigma
-        sigma *= 1 + max(relative_error, sigma_tolerance)
-    raise RuntimeError('noise calibration did not converge')
+    if fits(sigma):
+        return sigma
+    low, step = sigma, max(relative_error, sigma_tolerance)
+    for _ in range(40):
+        step *= 2
+        high = sigma * (1 + step)
+        if fits(high):
+            break
+        low = high
+    else:
+        raise RuntimeError('noise calibration did not converge')
+    while high - low > sigma_tolerance * high:
+        mid = (low + high) / 2
+        if fits(mid):
+            high = mid
+        else:
+            low = mid
+    return high

@@ -39,3 +39,24 @@ def clip_and_sum(grad_samples: Sequence[torch.Tensor],
     """Clip each sample's whole gradient to norm ``max_grad_norm``; sum."""
     factors = clip_factors(per_sample_norms(grad_samples), max_grad_norm)
     return clipped_sum(grad_samples, factors)
+
+
+def sum_per_unit(grad_samples: Sequence[torch.Tensor],
+                 unit_ids: torch.Tensor, num_units: int) -> List[torch.Tensor]:
+    """Add up the per-sample gradients of each privacy unit.
+
+    With the image as the unit, the person records of one image are summed
+    before clipping, so the image makes one contribution of norm at most C.
+
+    Args:
+        grad_samples: one tensor per parameter, ``[samples, *param]``.
+        unit_ids: ``[samples]`` integer unit of each sample, in
+            ``[0, num_units)``.
+        num_units: number of units in the micro-batch.
+    """
+    unit_ids = unit_ids.to(torch.long)
+    out = []
+    for g in grad_samples:
+        summed = g.new_zeros((num_units, ) + g.shape[1:])
+        out.append(summed.index_add_(0, unit_ids.to(g.device), g))
+    return out

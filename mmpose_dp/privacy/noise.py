@@ -3,21 +3,49 @@ from typing import Optional, Sequence
 
 import torch
 
+from .seeds import derived_seed, secret_seed
+
 
 def make_generator(device: torch.device,
                    seed: Optional[int] = None) -> torch.Generator:
-    """A noise generator on ``device``.
-
-    With ``seed=None`` it is seeded from the OS entropy pool, so the noise
-    cannot be replayed from the experiment's public seed; a fixed seed makes
-    runs reproducible (for tests and debugging).
-    """
+    """A generator on ``device`` seeded with ``seed``, or from the OS
+    entropy pool when ``seed`` is None."""
     generator = torch.Generator(device=device)
-    if seed is None:
-        generator.seed()
-    else:
-        generator.manual_seed(int(seed))
+    generator.manual_seed(
+        derived_seed(secret_seed()) if seed is None else int(seed))
     return generator
+
+
+class NoiseStream:
+    """Noise generators keyed by (key, process rank, step).
+
+    Each DP step draws from its own generator, derived from a key and the
+    step's index in the privacy ledger: a resumed run continues the stream
+    (step 101 after a resume gets the noise step 101 would have got) and
+    never replays noise already added. The key is secret (OS entropy)
+    unless a fixed ``seed`` is given for tests, which voids the guarantee.
+    The key is never logged, saved or pickled.
+
+    Args:
+        seed: a fixed key (tests and debugging only), or None.
+    """
+
+    def __init__(self, seed: Optional[int] = None):
+        self.fixed = seed is not None
+        self._key = secret_seed() if seed is None else int(seed)
+
+    def generator(self, device: torch.device, rank: int,
+                  step: int) -> torch.Generator:
+        generator = torch.Generator(device=device)
+        generator.manual_seed(derived_seed(self._key, rank, step))
+        return generator
+
+    def __repr__(self) -> str:
+        return f'NoiseStream(fixed={self.fixed})'
+
+    def __reduce__(self):
+        raise TypeError('a NoiseStream holds a secret key and is never '
+                        'pickled (checkpoints must not contain it)')
 
 
 def add_gaussian_noise(tensors: Sequence[torch.Tensor], std: float,

@@ -1,11 +1,14 @@
 """Per-sample gradients of a model's trainable parameters (Opacus hooks)."""
 import contextlib
+import threading
 import warnings
 from typing import Iterator, List
 
 import torch
 from opacus.grad_sample import GradSampleHooks
 from torch import nn
+
+from .errors import NotPrivateError
 
 # The image tensor does not require grad, so torch notes that the first
 # module's full backward hook sees output gradients only. That is all Opacus
@@ -15,27 +18,40 @@ warnings.filterwarnings(
     'computed with respect to module outputs')
 
 
+_private_forward_state = threading.local()
+_original_iadd = torch.Tensor.__iadd__
+
+
+def _iadd(self, other):
+    if getattr(_private_forward_state, 'active', 0):
+        return torch.add(self, other)
+    return _original_iadd(self, other)
+
+
 @contextlib.contextmanager
 def out_of_place_adds() -> Iterator[None]:
-    """Make ``tensor += other`` out of place inside the block.
+    """Make ``tensor += other`` out of place inside the block, in this
+    thread only.
 
     Opacus attaches full backward hooks to every trainable module; their
     outputs may not be modified in place (opacus#828), yet residual blocks
-    write ``out += identity`` on a normalisation layer's output. Rebinding
-    ``+=`` to ``out = out + identity`` changes no value, only aliasing, so
-    stock MMPose modules work unchanged. Indexed writes such as
-    ``x[i] += v`` stay correct because Python stores the result back.
+    write ``out += identity`` on a normalisation layer's output. ``+=``
+    becomes ``out = out + identity``: no value changes, only aliasing, so
+    stock MMPose modules work unchanged. ``Tensor.__iadd__`` is replaced once
+    by a function that does this only while the calling thread is inside
+    this block; every other thread, and this one outside it, gets the
+    original in-place add. (A TorchFunctionMode cannot do it: ``+=`` and an
+    explicit ``add_`` reach it as the same ``add_``, and only ``+=`` stores
+    its result back.)
     """
-    original = torch.Tensor.__iadd__
-
-    def add(self, other):
-        return torch.add(self, other)
-
-    torch.Tensor.__iadd__ = add
+    if torch.Tensor.__iadd__ is not _iadd:
+        torch.Tensor.__iadd__ = _iadd
+    depth = getattr(_private_forward_state, 'active', 0)
+    _private_forward_state.active = depth + 1
     try:
         yield
     finally:
-        torch.Tensor.__iadd__ = original
+        _private_forward_state.active = depth
 
 
 def disable_inplace_activations(model: nn.Module) -> List[str]:
@@ -77,7 +93,9 @@ class PerSampleGradients:
                 f"loss_reduction must be 'mean' or 'sum', got {loss_reduction}")
         self.model = model
         self.loss_reduction = loss_reduction
-        self.params = trainable_parameters(model)
+        named = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
+        self.names = [n for n, _ in named]
+        self.params = [p for _, p in named]
         self._hooks = None
 
     @property
@@ -97,47 +115,59 @@ class PerSampleGradients:
         with out_of_place_adds():
             yield
 
-    def pop(self) -> List[torch.Tensor]:
-        """Per-sample gradients ``[batch, *shape]`` of every trainable
+    def pop(self, num_samples: int) -> List[torch.Tensor]:
+        """Per-sample gradients ``[num_samples, *shape]`` of every trainable
         parameter, in :attr:`params` order; the hooks are then removed.
 
-        A parameter that took no part in the forward gets zeros. A
-        parameter that has an ordinary gradient but no per-sample one was
-        reached outside the hooks: that gradient could not be clipped, so it
-        is refused.
+        Every per-sample gradient must have exactly ``num_samples`` rows (the
+        micro-batch's samples): a module that folds windows or joints into
+        the batch dimension would otherwise give one sample several clipped
+        contributions. A parameter that took no part in the forward gets
+        zeros; one that has an ordinary gradient but no per-sample one was
+        reached outside the hooks and could not be clipped. Both mistakes are
+        refused with :class:`NotPrivateError`.
         """
         try:
-            return self._collect()
+            return self._collect(num_samples)
         finally:
             self.detach()
 
-    def _collect(self) -> List[torch.Tensor]:
-        batch = None
-        for p in self.params:
+    def _collect(self, num_samples: int) -> List[torch.Tensor]:
+        out, folded, unhooked = [], [], []
+        for name, p in zip(self.names, self.params):
             gs = getattr(p, 'grad_sample', None)
             if isinstance(gs, list):
                 raise RuntimeError(
                     'several backward passes accumulated per-sample gradients '
                     'without a step; run one forward/backward per micro-batch')
-            if gs is not None:
-                batch = gs.shape[0]
-                break
-        if batch is None:
+            if gs is None:
+                if p.grad is not None and bool(p.grad.ne(0).any()):
+                    unhooked.append(name)
+                gs = torch.zeros((num_samples, ) + p.shape, dtype=p.dtype,
+                                 device=p.device)
+            elif gs.shape[0] != num_samples:
+                folded.append(f'{name} ({gs.shape[0]} rows)')
+            out.append(gs)
+        if folded:
+            raise NotPrivateError(
+                f'{len(folded)} parameter(s) got per-sample gradients with '
+                f'another number of rows than the {num_samples} samples of '
+                f'the micro-batch: {", ".join(folded[:8])}. Their modules '
+                'fold something into the batch dimension (windowed '
+                'attention, joints or tokens as samples), so one sample '
+                'would contribute several clipped gradients (sensitivity '
+                'k * C). Freeze these modules (requires_grad=False) or use '
+                'a per-sample engine that keeps samples apart.')
+        if unhooked:
+            raise NotPrivateError(
+                f'trainable parameter(s) {unhooked[:8]} got a gradient '
+                'without a per-sample gradient (a module Opacus cannot '
+                'hook), so it cannot be clipped. Freeze them '
+                '(requires_grad=False) or replace the module.')
+        if all(getattr(p, 'grad_sample', None) is None for p in self.params):
             raise RuntimeError(
                 'no per-sample gradients were captured; run the forward '
                 'inside PerSampleGradients.private_forward()')
-        out = []
-        for p in self.params:
-            gs = getattr(p, 'grad_sample', None)
-            if gs is None:
-                if p.grad is not None and bool(p.grad.ne(0).any()):
-                    raise RuntimeError(
-                        f'a trainable parameter of shape {tuple(p.shape)} got '
-                        'a gradient without a per-sample gradient; it cannot '
-                        'be clipped. Freeze it or use a module Opacus supports.')
-                gs = torch.zeros((batch, ) + p.shape, dtype=p.dtype,
-                                 device=p.device)
-            out.append(gs)
         return out
 
     def detach(self) -> None:

@@ -1,14 +1,35 @@
 import numpy as np
 import pytest
+import torch
 
 from mmpose_dp.datasets import PoissonBatchSampler, dp_pseudo_collate, \
     is_empty_batch
 
 
+class _Records:
+    """A data set of ``n`` records; record i shows image ``images[i]``."""
+
+    def __init__(self, n, images=None):
+        self.images = list(range(n)) if images is None else images
+
+    def __len__(self):
+        return len(self.images)
+
+    def get_data_info(self, i):
+        return dict(img_path=f'/data/images/{self.images[i]:09d}.jpg')
+
+
 class _Sampler:
-    def __init__(self, n):
-        self.dataset = list(range(n))
+    def __init__(self, n, images=None):
+        self.dataset = _Records(n, images)
         self.epoch = 0
+
+
+def _people(num_images, low=2, high=3, seed=0):
+    """Image of each record for images of ``low``-``high`` people each."""
+    rng = np.random.default_rng(seed)
+    counts = rng.integers(low, high + 1, num_images)
+    return [i for i, c in enumerate(counts) for _ in range(c)]
 
 
 def test_batch_sizes_have_binomial_mean_and_variance():
@@ -39,21 +60,32 @@ def test_epochs_draw_differently_and_replay_with_the_seed():
     assert list(b) == first
 
 
-def test_default_seed_is_secret():
-    a = PoissonBatchSampler(_Sampler(300), batch_size=10)
-    b = PoissonBatchSampler(_Sampler(300), batch_size=10)
-    assert a.seed != b.seed
+def test_default_seed_ignores_the_public_global_seeds():
+    # MMEngine seeds numpy, torch and random with the logged randomness.seed;
+    # the sampling seed must not follow them.
+    draws = []
+    for _ in range(2):
+        np.random.seed(123)
+        torch.manual_seed(123)
+        draws.append(list(PoissonBatchSampler(_Sampler(300), batch_size=10)))
+    assert draws[0] != draws[1]
 
 
-def test_public_indices_are_never_drawn_and_not_counted():
-    public = list(range(0, 100))
-    sampler = PoissonBatchSampler(_Sampler(400), batch_size=30, seed=0,
-                                  public_indices=public)
-    assert sampler.num_private == 300
-    assert sampler.sample_rate == pytest.approx(0.1)
-    drawn = {i for e in range(5) for b in sampler.global_batches(e)
-             for i in b}
-    assert drawn and drawn.isdisjoint(public)
+def test_a_fixed_seed_warns_that_it_voids_the_guarantee(monkeypatch):
+    from mmpose_dp.datasets import poisson_sampler
+    logged = []
+    monkeypatch.setattr(poisson_sampler, 'print_log',
+                        lambda msg, **kw: logged.append(msg))
+    PoissonBatchSampler(_Sampler(300), batch_size=10)
+    assert logged == []
+    PoissonBatchSampler(_Sampler(300), batch_size=10, seed=3)
+    assert 'VOIDS the guarantee' in logged[0]
+
+
+def test_the_sampler_cannot_be_pickled():
+    import pickle
+    with pytest.raises(TypeError, match='secret'):
+        pickle.dumps(PoissonBatchSampler(_Sampler(30), batch_size=3))
 
 
 def test_ranks_split_one_global_draw():
@@ -67,13 +99,12 @@ def test_ranks_split_one_global_draw():
         samplers.append(s)
     per_rank = [list(s) for s in samplers]
     assert len({len(p) for p in per_rank}) == 1  # same number of steps
+    global_batches = list(samplers[0].global_batches(0))
     for step in range(20):
         shares = [set(p[step]) for p in per_rank]
         union = set().union(*shares)
         assert sum(len(s) for s in shares) == len(union)  # disjoint
-        expected = set(next(iter([list(samplers[0].global_batches(0))]))
-                       [step].tolist())
-        assert union == expected
+        assert union == set(global_batches[step])
 
 
 def test_batch_larger_than_the_private_set_is_refused():
@@ -95,9 +126,57 @@ def test_carved_out_public_samples_are_never_private():
     b = PoissonBatchSampler(_Sampler(500), batch_size=10, seed=1,
                             public_samples=100, public_seed=4)
     assert a.public_indices == b.public_indices  # the carve-out is seeded
+    assert a.public_set_id == b.public_set_id
     assert len(a.public_indices) == 100
     assert a.num_private == 400 and a.sample_rate == pytest.approx(10 / 400)
     drawn = {i for e in range(20) for batch in a.global_batches(e)
-             for i in batch.tolist()}
+             for i in batch}
     assert drawn.isdisjoint(a.public_indices)
     assert len(drawn) > 350  # the private records are all in play
+
+
+def test_the_public_carve_out_takes_whole_images():
+    images = _people(200)
+    sampler = PoissonBatchSampler(_Sampler(len(images), images),
+                                  batch_size=10, seed=0, public_samples=30,
+                                  unit='instance')
+    public = {images[i] for i in sampler.public_indices}
+    private = {images[i] for i in sampler.private_indices}
+    assert public.isdisjoint(private)
+    assert len(sampler.public_indices) >= 30
+    assert sampler.num_private == len(images) - len(sampler.public_indices)
+
+
+def test_the_image_unit_draws_all_records_of_an_image_together():
+    images = _people(300)
+    sampler = PoissonBatchSampler(_Sampler(len(images), images),
+                                  batch_size=15, seed=2, unit='image')
+    assert sampler.num_private == 300  # images, not records
+    assert sampler.sample_rate == pytest.approx(15 / 300)
+    records_of = {}
+    for record, image in enumerate(images):
+        records_of.setdefault(image, set()).add(record)
+    sizes = []
+    for batch in sampler.global_batches(0):
+        drawn = {images[i] for i in batch}
+        assert set(batch) == set().union(*[records_of[i] for i in drawn])
+        sizes.append(len(drawn))
+    # Binomial(300, 0.05) images per step.
+    assert np.mean(sizes) == pytest.approx(15, abs=2)
+
+
+def test_ranks_keep_whole_images():
+    images = _people(200)
+    shares = []
+    for rank in range(2):
+        s = PoissonBatchSampler(_Sampler(len(images), images), batch_size=10,
+                                seed=5, unit='image')
+        s.rank, s.world_size = rank, 2
+        shares.append([{images[i] for i in b} for b in s])
+    for a, b in zip(*shares):
+        assert a.isdisjoint(b)
+
+
+def test_an_unknown_unit_is_refused():
+    with pytest.raises(ValueError, match='privacy.unit'):
+        PoissonBatchSampler(_Sampler(30), batch_size=3, unit='person')

@@ -45,6 +45,7 @@ def _train(rank, world, sigma, c, noise_seed):
         share = batch[rank::world]
         before = torch.cat([p.detach().flatten() for p in net.parameters()])
         if len(share):
+            ow.expect_micro_batch(list(range(len(share))))
             with ow.optim_context(net):
                 loss = ((net(x[share]) - y[share])**2).sum(1).mean()
             ow.update_params(loss)

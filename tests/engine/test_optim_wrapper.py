@@ -36,7 +36,8 @@ def _data(n=4):
                                                              generator=g)
 
 
-def _private_micro_batch(net, ow, x, y):
+def _private_micro_batch(net, ow, x, y, units=None):
+    ow.expect_micro_batch(list(range(len(x))) if units is None else units)
     with ow.optim_context(net):
         loss = ((net(x) - y)**2).sum(1).mean()
     ow.update_params(loss)
@@ -209,4 +210,61 @@ def test_private_forward_blocks_ddp_gradient_sync():
     with ow.optim_context(net):
         net(x)
     assert calls == ['no_sync']
+    ow.per_sample.detach()
+
+
+def _noise_updates(steps_taken, steps, seed=7):
+    """Updates of noise-only steps, starting after ``steps_taken`` steps
+    (as a run resumed from a checkpoint of that many steps)."""
+    net, ow, ledger = _wrapper(sigma=1.0, c=1.0, seed=seed)
+    for _ in range(steps_taken):
+        ledger.step(1.0, 0.01)
+    out = []
+    for _ in range(steps):
+        before = _flat(net)
+        ow.private_step()
+        out.append(before - _flat(net))
+    return out
+
+
+def test_a_resumed_run_continues_the_noise_stream_instead_of_replaying_it():
+    straight = _noise_updates(0, 3)
+    resumed = _noise_updates(2, 1)
+    assert torch.allclose(resumed[0], straight[2], atol=1e-6)  # continues
+    assert not torch.allclose(resumed[0], straight[0], atol=1e-2)  # no replay
+
+
+def test_the_noise_key_is_never_pickled():
+    import pickle
+    _, ow, _ = _wrapper(sigma=1.0, c=1.0, seed=None)
+    with pytest.raises(TypeError, match='secret'):
+        pickle.dumps(ow.noise)
+
+
+def test_a_unit_of_several_samples_is_clipped_once():
+    # 6 samples from 3 images (units 0, 0, 1, 1, 1, 2): each image's summed
+    # gradient is clipped to C, so the update is at most 3 C / B.
+    x, y = _data(6)
+    units = [0, 0, 1, 1, 1, 2]
+    c, batch = 0.05, 3.0
+    net, ow, _ = _wrapper(sigma=0.0, c=c, batch=batch)
+    grads = _per_sample_grads(net, x, y)
+    per_unit = torch.stack([grads[[i for i, u in enumerate(units) if u == k]]
+                            .sum(0) for k in range(3)])
+    norms = per_unit.norm(dim=1)
+    assert (norms > c).all()
+    expected = _flat(net) - (per_unit * (c / (norms + 1e-6))[:, None]
+                             ).sum(0) / batch
+    _private_micro_batch(net, ow, x, y, units=units)
+    ow.private_step()
+    assert torch.allclose(_flat(net), expected, atol=1e-6)
+
+
+def test_a_backward_without_an_announced_micro_batch_is_refused():
+    x, y = _data()
+    net, ow, _ = _wrapper(sigma=0.0, c=1.0)
+    with ow.optim_context(net):
+        loss = ((net(x) - y)**2).sum(1).mean()
+    with pytest.raises(RuntimeError, match='expect_micro_batch'):
+        ow.update_params(loss)
     ow.per_sample.detach()

@@ -10,9 +10,24 @@ from ..conftest import build_tiny_pose
 
 
 def _build(kind, data_root):
+    """The model and a batch of 5, in float64: batched and single-sample
+    convolutions sum in different orders, and in float32 that can break a
+    max-pooling tie the other way on flat synthetic backgrounds."""
     model, dataset = build_tiny_pose(kind, data_root)
     batch = pseudo_collate([dataset[i] for i in range(5)])
-    return model, model.data_preprocessor(batch, training=True)
+    data = model.data_preprocessor(batch, training=True)
+    model.double()
+    data['inputs'] = data['inputs'].double()
+    for sample in data['data_samples']:
+        for name in ('gt_fields', 'gt_instance_labels'):
+            if name not in sample:
+                continue
+            fields = sample.get(name)
+            for key in list(fields.keys()):
+                value = fields.get(key)
+                if torch.is_tensor(value) and value.is_floating_point():
+                    fields.set_field(value.double(), key)
+    return model, data
 
 def _loss(model, inputs, data_samples):
     losses = model.loss(inputs, data_samples)
@@ -31,9 +46,9 @@ def test_per_sample_equal_micro_batched(kind, reduction, synthetic_mpii):
     with per_sample.private_forward():
         loss = _loss(model, data['inputs'], data['data_samples'])
     loss.backward()
-    grads = per_sample.pop()
-    assert not per_sample.attached
     n = len(data['data_samples'])
+    grads = per_sample.pop(n)
+    assert not per_sample.attached
     assert all(g.shape[0] == n for g in grads)
     for i in range(n):
         model.zero_grad()
@@ -42,7 +57,7 @@ def test_per_sample_equal_micro_batched(kind, reduction, synthetic_mpii):
         for p, g in zip(per_sample.params, grads):
             ref = p.grad if p.grad is not None else torch.zeros_like(p)
             scale = ref.abs().max().clamp(min=1e-8)
-            assert ((g[i] - ref).abs().max() / scale) < 1e-3
+            assert ((g[i] - ref).abs().max() / scale) < 1e-6
 
 
 def test_wrong_reduction_would_scale_gradients(synthetic_mpii):
@@ -53,7 +68,7 @@ def test_wrong_reduction_would_scale_gradients(synthetic_mpii):
     with per_sample.private_forward():
         loss = _loss(model, data['inputs'], data['data_samples'])
     loss.backward()
-    wrong = per_sample.pop()
+    wrong = per_sample.pop(len(data['data_samples']))
     model.zero_grad()
     _loss(model, data['inputs'][:1], data['data_samples'][:1]).backward()
     p, g = per_sample.params[-1], wrong[-1]

@@ -80,3 +80,39 @@ def test_buffer_changes_are_detected():
     bn(torch.randn(4, 3))
     assert 'running_mean' in changed_buffers(bn, snap)
     assert changed_buffers(bn, snapshot_buffers(bn)) == []
+
+
+def test_sync_batchnorms_are_refused_at_start(tmp_path):
+    import torch.distributed as dist
+    from mmcv.ops import SyncBatchNorm as MMSyncBN
+    dist.init_process_group('gloo', init_method=f'file://{tmp_path}/pg',
+                            rank=0, world_size=1)
+    try:
+        for norm in (nn.SyncBatchNorm(4), MMSyncBN(4)):
+            model = nn.Sequential(nn.Conv2d(3, 4, 1), norm).train()
+            with pytest.raises(NotPrivateError, match='1 module'):
+                check_no_cross_sample_modules(model)
+    finally:
+        dist.destroy_process_group()
+
+
+class _RunningStatistics(nn.Module):
+    """No norm layer, but a buffer that learns from the data in train
+    mode."""
+
+    def __init__(self):
+        super().__init__()
+        self.fc = nn.Linear(3, 3)
+        self.register_buffer('running_max', torch.zeros(3))
+
+    def forward(self, x):
+        if self.training:
+            self.running_max = torch.maximum(self.running_max, x.amax(0))
+        return self.fc(x)
+
+
+def test_any_module_with_running_statistics_is_refused_at_start():
+    model = nn.Sequential(_RunningStatistics()).train()
+    with pytest.raises(NotPrivateError, match=r'0 \(_RunningStatistics'):
+        check_no_cross_sample_modules(model)
+    check_no_cross_sample_modules(model.eval())  # eval mode: a fixed map

@@ -26,9 +26,10 @@ def test_method_trains_and_evaluates(method, tmp_path, synthetic_mpii):
                   **options)
     proc = _run('tools/train.py', cfg, '--work-dir', str(tmp_path / 'w'))
     log = proc.stdout + proc.stderr
-    stages = {'pdp': 'DP-SGD + ProjectionStage\n',
-              'fdp': 'DP-SGD + PublicFeatureStage\n',
-              'hybrid': 'DP-SGD + ProjectionStage + PublicFeatureStage\n'}
+    stages = {'pdp': 'method: DP-SGD + ProjectionStage;',
+              'fdp': 'method: DP-SGD + PublicFeatureStage;',
+              'hybrid': 'method: DP-SGD + ProjectionStage + '
+                        'PublicFeatureStage;'}
     assert stages[method] in log
     ledger = _ledger(tmp_path / 'w' / 'epoch_1.pth')
     n_private = 64 - (16 if method != 'fdp' else 0)
@@ -37,7 +38,51 @@ def test_method_trains_and_evaluates(method, tmp_path, synthetic_mpii):
     assert ledger['steps'] == round(n_private / 16)
     if method != 'fdp':
         assert 'PDP subspace refreshed: k=16 of 16 public samples' in log
+    # What is protected and what is public: start and final log lines, the
+    # checkpoint's plan, the privacy calculator.
+    plan = torch.load(tmp_path / 'w' / 'epoch_1.pth', map_location='cpu',
+                      weights_only=False)['privacy_plan']
+    labels = "every training record's keypoint labels, visibility and box"
+    assert plan['labels_public'] == (method != 'pdp')
+    assert (labels in plan['public']) == (method != 'pdp')
+    assert log.count(labels) == (2 if method != 'pdp' else 0)
+    if method != 'fdp':
+        assert plan['public_set']['records'] >= 16
+        assert 'whole images' in plan['public']
+    calc = _run('tools/privacy_calculator.py', '--checkpoint',
+                str(tmp_path / 'w' / 'epoch_1.pth')).stdout
+    assert f"public: {plan['public']}" in calc
+    assert f"protected: {plan['protected']}" in calc
     out = tmp_path / 'metrics.json'
     _run('tools/test.py', cfg, str(tmp_path / 'w' / 'epoch_1.pth'),
          '--work-dir', str(tmp_path / 't'), '--out', str(out))
     assert 'PCK' in json.loads(out.read_text())
+
+
+def test_feature_dp_refuses_to_start_without_public_labels(tmp_path,
+                                                          synthetic_mpii):
+    cfg = _config(tmp_path, synthetic_mpii, config=f"{ROOT}/{CONFIGS['fdp']}",
+                  **{'privacy.public_features.labels_are_public': False})
+    proc = _run('tools/train.py', cfg, '--work-dir', str(tmp_path / 'w'),
+                check=False)
+    assert proc.returncode != 0
+    assert 'labels_are_public=True' in proc.stderr
+
+
+def test_a_resume_with_another_public_set_is_refused(tmp_path,
+                                                     synthetic_mpii):
+    cfg = _config(tmp_path, synthetic_mpii, config=f"{ROOT}/{CONFIGS['pdp']}",
+                  **PUBLIC, **{'train_cfg.max_epochs': 2})
+    _run('tools/train.py', cfg, '--work-dir', str(tmp_path / 'w'))
+    other = _config(tmp_path, synthetic_mpii, name='other.py',
+                    config=f"{ROOT}/{CONFIGS['pdp']}", **PUBLIC,
+                    **{'train_cfg.max_epochs': 2,
+                       'privacy.public_data.seed': 1})
+    proc = _run('tools/train.py', other, '--work-dir', str(tmp_path / 'r'),
+                '--resume', str(tmp_path / 'w' / 'epoch_1.pth'), check=False)
+    assert proc.returncode != 0
+    assert 'Resume with the same privacy.public_data' in proc.stderr
+    proc = _run('tools/train.py', cfg, '--work-dir', str(tmp_path / 'r'),
+                '--resume', str(tmp_path / 'w' / 'epoch_1.pth'))
+    assert _ledger(tmp_path / 'r' / 'epoch_2.pth')['steps'] == 2 * round(
+        48 / 16)

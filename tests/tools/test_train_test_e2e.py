@@ -140,12 +140,18 @@ def test_batchnorm_config_is_refused_with_the_fix(tmp_path, synthetic_mpii):
     assert 'BatchNorm2d' in proc.stderr and "type='GN'" in proc.stderr
 
 
-def test_load_from_a_dp_checkpoint_starts_a_new_ledger_and_warns(
+def test_load_from_a_dp_checkpoint_needs_disjoint_data_declared(
         trained, tmp_path):
     tmp, cfg, _ = trained
+    load = f"load_from={tmp / 'work' / 'epoch_1.pth'}"
+    proc = _run('tools/train.py', cfg, '--work-dir', str(tmp_path / 'a'),
+                '--cfg-options', load, 'train_cfg.max_epochs=1', check=False)
+    assert proc.returncode != 0
+    assert 'disjoint_from_loaded_checkpoint=True' in proc.stderr
+    assert not list((tmp_path / 'a').glob('*.pth'))
     proc = _run('tools/train.py', cfg, '--work-dir', str(tmp_path / 'w'),
-                '--cfg-options', f"load_from={tmp / 'work' / 'epoch_1.pth'}",
-                'train_cfg.max_epochs=1')
+                '--cfg-options', load, 'train_cfg.max_epochs=1',
+                'privacy.disjoint_from_loaded_checkpoint=True')
     log = proc.stdout + proc.stderr
     assert 'load_from checkpoint was trained with DP (4 steps)' in log
     assert _ledger(tmp_path / 'w' / 'epoch_1.pth')['steps'] == 4
@@ -178,3 +184,30 @@ def test_mmpose_own_tools_train_privately(tmp_path, synthetic_mpii):
                 str(tmp_path / 'test'))
     assert re.search(r'Epoch\(test\).* PCK: [\d.]+ .* Head PCK@0\.1',
                      proc.stdout), proc.stdout[-2000:]
+
+
+def test_resuming_a_budget_stop_without_sigma_does_not_overspend(
+        tmp_path, synthetic_mpii):
+    # The reviewed bug: sigma 0.5257 stops at epsilon 8 after 4 of 8 steps;
+    # resumed with noise_multiplier=None, the old "same plan" branch reused
+    # 0.5257 as if calibrated and trained on to epsilon 10.95.
+    cfg = _config(tmp_path, synthetic_mpii, **{
+        'privacy.noise_multiplier': 0.5257, 'privacy.target_epsilon': 8.0,
+        'default_hooks.checkpoint.interval': 10})
+    _run('tools/train.py', cfg, '--work-dir', str(tmp_path / 'w'))
+    stop, = (tmp_path / 'w').glob('budget_stop_iter_*.pth')
+    resumed_cfg = _config(tmp_path, synthetic_mpii, name='resumed.py', **{
+        'privacy.noise_multiplier': None, 'privacy.target_epsilon': 8.0,
+        'default_hooks.checkpoint.interval': 10})
+    proc = _run('tools/train.py', resumed_cfg, '--work-dir',
+                str(tmp_path / 'r'), '--resume', str(stop), check=False)
+    from mmpose_dp.privacy import PrivacyLedger
+    final = sorted((tmp_path / 'r').glob('*.pth'))
+    if proc.returncode != 0:  # refused: nothing left to spend
+        assert 'spent' in proc.stderr and not final
+        return
+    state = _ledger(final[-1])
+    ledger = PrivacyLedger(state['delta'])
+    ledger.load_state_dict(state)
+    assert ledger.steps > _ledger(stop)['steps']
+    assert ledger.epsilon() <= 8.0
