@@ -20,29 +20,34 @@ warnings.filterwarnings(
 
 _private_forward_state = threading.local()
 _original_iadd = torch.Tensor.__iadd__
+#: The node that Opacus' full backward hooks put behind a module's output.
+_HOOKED_OUTPUT = 'BackwardHookFunctionBackward'
 
 
 def _iadd(self, other):
-    if getattr(_private_forward_state, 'active', 0):
+    if (getattr(_private_forward_state, 'active', 0)
+            and type(self.grad_fn).__name__ == _HOOKED_OUTPUT):
         return torch.add(self, other)
     return _original_iadd(self, other)
 
 
 @contextlib.contextmanager
 def out_of_place_adds() -> Iterator[None]:
-    """Make ``tensor += other`` out of place inside the block, in this
-    thread only.
+    """Inside the block, and in this thread only, ``out += other`` on the
+    output of a hooked module becomes ``out = out + other``.
 
-    Opacus attaches full backward hooks to every trainable module; their
-    outputs may not be modified in place (opacus#828), yet residual blocks
-    write ``out += identity`` on a normalisation layer's output. ``+=``
-    becomes ``out = out + identity``: no value changes, only aliasing, so
-    stock MMPose modules work unchanged. ``Tensor.__iadd__`` is replaced once
-    by a function that does this only while the calling thread is inside
-    this block; every other thread, and this one outside it, gets the
-    original in-place add. (A TorchFunctionMode cannot do it: ``+=`` and an
-    explicit ``add_`` reach it as the same ``add_``, and only ``+=`` stores
-    its result back.)
+    Opacus attaches full backward hooks to every trainable module, and
+    their outputs may not be modified in place (opacus#828), yet residual
+    blocks write ``out += identity`` on a normalisation layer's output. Only
+    that case, where the in-place add would raise, is rewritten; every other
+    ``+=`` stays in place, and so does every ``+=`` in other threads and
+    outside the block. The rewrite keeps values but not aliasing: code that
+    reads the same tensor through another name after ``+=`` would see the
+    value before the add, so the first private step compares the private
+    forward's loss with the model's own
+    (:func:`mmpose_dp.engine.loops.check_private_forward`). A
+    TorchFunctionMode cannot do this: ``+=`` and an explicit ``add_`` reach
+    it as the same ``add_``, and only ``+=`` stores its result back.
     """
     if torch.Tensor.__iadd__ is not _iadd:
         torch.Tensor.__iadd__ = _iadd
@@ -52,6 +57,29 @@ def out_of_place_adds() -> Iterator[None]:
         yield
     finally:
         _private_forward_state.active = depth
+
+
+def _contiguous(sampler):
+    """Opacus' conv grad samplers unfold the input with ``as_strided`` as if
+    it were a contiguous NCHW tensor: on a channels-last input (e.g. after a
+    ``permute``) the per-sample weight gradients come out wrong, silently."""
+    def grad_sample(layer, activations, backprops):
+        return sampler(layer, [a.contiguous() for a in activations],
+                       backprops.contiguous())
+    return grad_sample
+
+
+class _GradSampleHooks(GradSampleHooks):
+    """Opacus' hooks with the conv grad samplers made layout-safe; the
+    other grad samplers (including those registered later) are Opacus'."""
+
+    @property
+    def GRAD_SAMPLERS(self):
+        samplers = dict(GradSampleHooks.GRAD_SAMPLERS)
+        for conv in (nn.Conv1d, nn.Conv2d, nn.Conv3d):
+            if conv in samplers:
+                samplers[conv] = _contiguous(samplers[conv])
+        return samplers
 
 
 def disable_inplace_activations(model: nn.Module) -> List[str]:
@@ -109,9 +137,13 @@ class PerSampleGradients:
         if self._hooks is None:
             # strict=False: mmpose_dp.models.validation refuses cross-sample
             # modules with a message that names the config fix.
-            self._hooks = GradSampleHooks(
-                self.model, batch_first=True,
-                loss_reduction=self.loss_reduction, strict=False)
+            try:
+                self._hooks = _GradSampleHooks(
+                    self.model, batch_first=True,
+                    loss_reduction=self.loss_reduction, strict=False)
+            except Exception:
+                _remove_partial_hooks(self.model)
+                raise
         with out_of_place_adds():
             yield
 
@@ -175,3 +207,12 @@ class PerSampleGradients:
         if self._hooks is not None:
             self._hooks.cleanup()
             self._hooks = None
+
+
+def _remove_partial_hooks(model: nn.Module) -> None:
+    """Undo what a failed ``GradSampleHooks(...)`` left behind, so that the
+    model can be hooked again."""
+    for handle in getattr(model, 'autograd_grad_sample_hooks', []):
+        handle.remove()
+    if hasattr(model, 'autograd_grad_sample_hooks'):
+        del model.autograd_grad_sample_hooks

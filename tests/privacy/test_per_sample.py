@@ -59,7 +59,7 @@ def test_one_row_per_sample_passes():
     assert [g.shape[0] for g in grads] == [6, 6]
 
 
-def test_in_place_add_is_out_of_place_only_in_the_private_thread():
+def test_in_place_add_is_rewritten_only_in_the_private_thread():
     seen = {}
 
     def other_thread():
@@ -68,16 +68,68 @@ def test_in_place_add_is_out_of_place_only_in_the_private_thread():
         t += 1  # must stay in place here
         seen['alias'] = alias.item()
 
-    t = torch.zeros(1)
-    alias = t
-    with out_of_place_adds():
-        t += 1  # out of place inside the private forward
+    model = nn.Linear(1, 1)
+    per_sample = PerSampleGradients(model, 'sum')
+    with per_sample.private_forward():
+        out = model(torch.zeros(1, 1))
+        before = out
+        out += 1  # the output of a hooked module: rewritten out of place
         worker = threading.Thread(target=other_thread)
         worker.start()
         worker.join()
-    assert alias.item() == 0 and t.item() == 1
+    per_sample.detach()
+    assert out is not before and torch.equal(out, before + 1)
     assert seen['alias'] == 1
     u = torch.zeros(1)
     alias_u = u
     u += 1  # and in place again after it
     assert alias_u.item() == 1
+
+
+def test_conv_on_a_channels_last_input_gets_exact_per_sample_gradients():
+    # Opacus' conv grad sampler assumes a contiguous NCHW input; a permuted
+    # (channels-last) one, as a ViT feature map is, gave wrong gradients.
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Conv2d(3, 4, 3, stride=2), nn.Flatten(),
+                          nn.Linear(4 * 2 * 2, 1))
+    x = torch.randn(3, 6, 6, 3).permute(0, 3, 1, 2)
+    reference = []
+    for i in range(3):
+        grads = torch.autograd.grad(model(x[i:i + 1]).sum(),
+                                    list(model.parameters()))
+        reference.append(grads)
+    per_sample = PerSampleGradients(model, 'sum')
+    with per_sample.private_forward():
+        out = model(x)
+    out.sum().backward()
+    grads = per_sample.pop(3)
+    for k, g in enumerate(grads):
+        expected = torch.stack([r[k] for r in reference])
+        assert torch.allclose(g, expected, atol=1e-5), k
+
+
+def test_a_failed_attach_leaves_the_model_hookable():
+    model = nn.Sequential(nn.Linear(3, 3), nn.BatchNorm1d(3))
+    per_sample = PerSampleGradients(model, 'sum')
+    with pytest.raises(NotImplementedError):
+        with per_sample.private_forward():
+            pass
+    assert not hasattr(model, 'autograd_grad_sample_hooks')
+    model[1].requires_grad_(False)
+    per_sample = PerSampleGradients(model, 'sum')
+    with per_sample.private_forward():  # hooks can be attached again
+        model(torch.randn(2, 3)).sum().backward()
+    assert per_sample.pop(2)[0].shape[0] == 2
+
+
+def test_only_adds_onto_hooked_outputs_are_rewritten():
+    model = nn.Linear(2, 2)
+    per_sample = PerSampleGradients(model, 'sum')
+    with per_sample.private_forward():
+        hooked = model(torch.randn(1, 2))
+        plain = torch.zeros(2)
+        alias_hooked, alias_plain = hooked, plain
+        hooked += 1  # would raise in place: rewritten
+        plain += 1  # stays in place, aliasing intact
+    assert alias_plain[0] == 1 and hooked is not alias_hooked
+    per_sample.detach()
