@@ -4,4 +4,5 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup_env.sh
 export OMP_NUM_THREADS=${OMP_NUM_THREADS:-2}
+export NO_ALBUMENTATIONS_UPDATE=1  # no network check on import
 exec .venv/bin/python -m pytest -q -p no:cacheprovider tests "$@"

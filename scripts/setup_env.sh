@@ -49,7 +49,10 @@ fi
 "${PIP[@]}" install -q -r requirements.txt
 # 4. mmpose / mmdet without their declared deps (mmpose pins chumpy, whose sdist does not build).
 "${PIP[@]}" install -q --no-deps mmpose==1.3.2 mmdet==3.3.0
+# mmpretrain (ViTPose's VisionTransformer, the paper's TinyViT) with its own deps,
+# numpy and OpenCV kept at the pins above.
+"${PIP[@]}" install -q "mmpretrain==1.2.0" "numpy<2" "opencv-python<4.12"
 # 5. the project itself.
 "${PIP[@]}" install -q --no-deps --no-build-isolation -e .
-"$VENV/bin/python" -c "import mmpose_dp, mmpose.models, mmcv.ops, opacus, prv_accountant; print('[setup] ok: mmpose_dp', mmpose_dp.__version__)"
+"$VENV/bin/python" -c "import mmpose_dp, mmpose.models, mmcv.ops, mmpretrain.models, albumentations, opacus, prv_accountant; print('[setup] ok: mmpose_dp', mmpose_dp.__version__)"
 echo "$WANT" > "$STAMP"

@@ -1,6 +1,9 @@
 """Evaluate a checkpoint (e.g. MPII PCKh); same command line as MMPose's
 ``tools/test.py``. DP checkpoints load like any other: the privacy ledger is
-an extra checkpoint entry and the model's state-dict keys are MMPose's."""
+an extra checkpoint entry and the model's state-dict keys are MMPose's. A DP
+config is built by ``DPRunner``, so the model is evaluated as it was trained
+(BatchNorm frozen or replaced by GroupNorm, as the checkpoint's plan says);
+its ``PrivacyHook`` does nothing outside training."""
 import argparse
 import json
 import os
@@ -8,6 +11,7 @@ import os.path as osp
 
 from mmengine.config import Config, DictAction
 from mmengine.hooks import Hook
+from mmengine.registry import RUNNERS
 from mmengine.runner import Runner
 
 # Importing mmpose_dp registers the checkpoint loader for torch >= 2.6.
@@ -52,12 +56,6 @@ def merge_args(cfg: Config, args) -> Config:
             evaluators, (list, tuple)) else [evaluators]) + [dump]
     if args.cfg_options is not None:
         cfg.merge_from_dict(args.cfg_options)
-    # Evaluation needs none of the training-time DP machinery (a work dir's
-    # dumped config names it explicitly).
-    cfg.pop('runner_type', None)
-    cfg.pop('privacy', None)
-    cfg.custom_hooks = [h for h in cfg.get('custom_hooks') or []
-                        if h.get('type') != 'PrivacyHook']
     return cfg
 
 
@@ -77,7 +75,10 @@ def main():
     args = parse_args()
     cfg = merge_args(Config.fromfile(args.config), args)
     setup_cpu_distributed(cfg, args.launcher)  # no-op with a GPU
-    runner = Runner.from_cfg(cfg)
+    if 'runner_type' in cfg:
+        runner = RUNNERS.build(cfg)
+    else:
+        runner = Runner.from_cfg(cfg)
     if args.out:
         runner.register_hook(SaveMetrics(args.out), 'LOWEST')
     runner.test()

@@ -151,6 +151,7 @@ class PrivacyHook(Hook):
         self.training = False
         self._resumed_plan: Optional[Dict] = None
         self._plan: Optional[Dict] = None
+        self._model_preparation: Dict = {}
 
     # -- helpers -----------------------------------------------------------
     @staticmethod
@@ -192,6 +193,7 @@ class PrivacyHook(Hook):
         check_no_cross_sample_modules(model)
         reduction = detect_loss_reduction(model, self.loss_reduction)
         changed = disable_inplace_activations(model)
+        runner.train_loop.inplace_activations = changed
         if changed:
             runner.logger.info(
                 f'[privacy] in-place activations turned off in {len(changed)}'
@@ -241,7 +243,9 @@ class PrivacyHook(Hook):
             self._resumed_plan = checkpoint.get(PLAN_KEY) or {}
             runner.logger.info(
                 f'[privacy] resumed ledger: {self.ledger.steps} steps taken')
-        elif state is not None:
+        else:
+            self._keep_fitting_weights(runner, checkpoint)
+        if state is not None and not getattr(runner, '_resume', False):
             if not self.disjoint_from_loaded_checkpoint:
                 raise NotPrivateError(
                     f'load_from {runner._load_from} was trained with DP '
@@ -255,6 +259,26 @@ class PrivacyHook(Hook):
                 f'({state["steps"]} steps); this run starts a new ledger '
                 'because privacy.disjoint_from_loaded_checkpoint=True '
                 'declares its private data disjoint from that run\'s')
+
+    @staticmethod
+    def _keep_fitting_weights(runner, checkpoint: Dict) -> None:
+        """Drop the ``load_from`` weights whose shapes differ from the
+        model's (e.g. a COCO head with 17 keypoints in an MPII model with
+        16): those layers keep their fresh initialisation, and the log says
+        which."""
+        weights = checkpoint.get('state_dict', checkpoint)
+        model = PrivacyHook._model(runner).state_dict()
+        mismatched = [
+            f'{k} {tuple(v.shape)} -> {tuple(model[k].shape)}'
+            for k, v in weights.items()
+            if k in model and hasattr(v, 'shape') and v.shape != model[k].shape]
+        for entry in mismatched:
+            del weights[entry.split(' ')[0]]
+        if mismatched:
+            runner.logger.warning(
+                f'[privacy] load_from: {len(mismatched)} tensors do not fit '
+                'this model and keep their fresh initialisation (checkpoint '
+                f'shape -> model shape): {"; ".join(mismatched)}')
 
     def before_save_checkpoint(self, runner, checkpoint: Dict) -> None:
         if self.ledger is None:  # not a training run
@@ -272,6 +296,7 @@ class PrivacyHook(Hook):
             raise NotPrivateError('no training steps left to take')
         t0 = time.time()
         prior = list(self.ledger.segments)
+        self._model_preparation = getattr(runner, 'private_model', {})
         public_set, stages = self._public_set_and_stages(runner, sampler)
         resumed = self._resumed_plan
         if resumed is not None:
@@ -294,6 +319,8 @@ class PrivacyHook(Hook):
             labels_public)
         self._plan = dict(
             version=PLAN_VERSION, unit=sampler.unit,
+            batch_norm=self._model_preparation.get('batch_norm'),
+            trainable=self._model_preparation.get('trainable'),
             n_private=sampler.num_private, target_epsilon=self.target_epsilon,
             delta=self.delta, sample_rate=q,
             total_steps=self.ledger.steps + remaining,
@@ -330,6 +357,14 @@ class PrivacyHook(Hook):
                 f"the checkpoint's ledger counts privacy unit "
                 f"{resumed.get('unit')!r}, this run {unit!r}; resume with "
                 f"privacy.unit={resumed.get('unit')!r}")
+        trained = (resumed.get('batch_norm') or {}).get('mode')
+        if trained != (self._model_preparation.get('batch_norm') or {}).get(
+                'mode'):
+            raise NotPrivateError(
+                f'the resumed run converted BatchNorm with mode {trained!r}, '
+                f'this run with '
+                f"{self._model_preparation['batch_norm']['mode']!r}; set "
+                f'privacy.batch_norm.mode={trained!r}')
         before = (resumed.get('public_set') or {}).get('id')
         now = (public_set or {}).get('id')
         if before != now:

@@ -14,6 +14,7 @@ from mmengine.registry import RUNNERS
 from mmengine.runner import Runner
 
 from ..datasets import check_unit
+from .model_preparation import prepare_private_model
 
 #: privacy keys -> the component that takes them.
 HOOK_KEYS = ('target_epsilon', 'noise_multiplier', 'delta', 'loss_reduction',
@@ -22,9 +23,12 @@ HOOK_KEYS = ('target_epsilon', 'noise_multiplier', 'delta', 'loss_reduction',
 OPTIM_KEYS = ('max_grad_norm', 'noise_seed')
 LOOP_KEYS = ('max_physical_batch_size', 'log_private_metrics')
 SAMPLER_KEYS = ('sampler_seed', 'unit')
+#: Applied by DPRunner itself to the built model.
+MODEL_KEYS = ('batch_norm', 'trainable')
 #: The privacy unit when the config names none (see README).
 DEFAULT_UNIT = 'image'
-KNOWN_KEYS = set(HOOK_KEYS + OPTIM_KEYS + LOOP_KEYS + SAMPLER_KEYS)
+KNOWN_KEYS = set(HOOK_KEYS + OPTIM_KEYS + LOOP_KEYS + SAMPLER_KEYS +
+                 MODEL_KEYS)
 
 
 def apply_privacy(cfg: Config) -> Config:
@@ -108,8 +112,20 @@ def apply_privacy(cfg: Config) -> Config:
 
 @RUNNERS.register_module()
 class DPRunner(Runner):
-    """A Runner built from a config with a ``privacy`` section."""
+    """A Runner built from a config with a ``privacy`` section.
+
+    The built model is prepared for DP before anything else sees it
+    (:func:`prepare_private_model`: BatchNorm frozen or replaced,
+    ``privacy.trainable``); :attr:`private_model` says what was done.
+    """
 
     @classmethod
     def from_cfg(cls, cfg: Config) -> 'Runner':
         return super().from_cfg(apply_privacy(cfg))
+
+    def build_model(self, model):
+        model = super().build_model(model)
+        self.private_model = prepare_private_model(
+            model, dict(self.cfg.get('privacy') or {}), self.cfg.get('model'),
+            self._load_from, self._resume, self._work_dir)
+        return model

@@ -3,18 +3,22 @@
 Opacus rescales backprops by the batch size for a batch *mean*; getting it
 wrong scales every per-sample gradient by B before clipping.
 """
-from typing import Dict, Optional
+from typing import Callable, Dict, Optional, Union
 
 from torch import nn
 
 from .validation import NotPrivateError
 
 #: Losses whose batch loss is the mean (or sum) of per-sample losses that
-#: each depend on one sample only. Verified against micro-batched gradients
-#: in tests/models/test_per_sample_gradients.py.
-KNOWN_LOSS_REDUCTIONS: Dict[str, str] = {
-    'KeypointMSELoss': 'mean',
-    'KLDiscretLoss': 'sum',
+#: each depend on one sample only, by class name; a callable decides from
+#: the module's settings. Verified against micro-batched gradients in
+#: tests/models/test_per_sample_gradients.py and test_model_families.py.
+KNOWN_LOSS_REDUCTIONS: Dict[str, Union[str, Callable[[nn.Module], str]]] = {
+    'KeypointMSELoss': 'mean',  # mean over B * K * H * W
+    'KLDiscretLoss': 'sum',  # sum over the batch / K
+    'SmoothL1Loss': 'mean',  # mean over B * K * 2
+    # loss / len(loss) = / B with size_average, else a plain sum
+    'RLELoss': lambda loss: 'mean' if loss.size_average else 'sum',
 }
 
 
@@ -37,7 +41,8 @@ def detect_loss_reduction(model: nn.Module,
     for name, module in model.named_modules():
         cls = type(module).__name__
         if cls in KNOWN_LOSS_REDUCTIONS:
-            found[name] = KNOWN_LOSS_REDUCTIONS[cls]
+            known = KNOWN_LOSS_REDUCTIONS[cls]
+            found[name] = known(module) if callable(known) else known
         elif (name.split('.')[-1].startswith('loss')
               and MODELS.get(cls) is type(module)):
             if declared is None:

@@ -6,13 +6,14 @@ from torch import nn
 from torch.nn.modules.batchnorm import _BatchNorm
 
 from ..privacy import NotPrivateError
+from .batch_norm import FrozenBatchNorm
 
 GROUPNORM_FIX = (
-    "Use GroupNorm in the config, e.g. norm_cfg=dict(type='GN', "
-    "num_groups=32) for the backbone (16 for HRNet-W48) and the head; or "
-    "freeze the layer and keep it in eval mode (requires_grad=False and "
-    "norm_eval=True), so that it neither mixes samples nor updates its "
-    "statistics from private data.")
+    "Let mmpose_dp convert them: privacy.batch_norm=dict(mode='freeze') "
+    "(statistics from the loaded public weights, fixed) or mode="
+    "'group_norm' (training from scratch); the default 'auto' picks one. Or "
+    "use GroupNorm in the config, e.g. norm_cfg=dict(type='GN', "
+    "num_groups=32) for the backbone (16 for HRNet-W48) and the head.")
 
 
 def _keeps_running_statistics(module: nn.Module) -> bool:
@@ -28,10 +29,11 @@ def _keeps_running_statistics(module: nn.Module) -> bool:
 def cross_sample_modules(model: nn.Module) -> List[str]:
     """Names of modules that mix samples or learn statistics in train mode:
     BatchNorm/SyncBN (trainable or frozen; torch's or MMCV's MMSyncBN) and
-    any module with running statistics."""
+    any module with running statistics. :class:`FrozenBatchNorm` is a fixed
+    per-sample map in either mode (its statistics are read, never written)."""
     bad = []
     for name, module in model.named_modules():
-        if not module.training:
+        if not module.training or isinstance(module, FrozenBatchNorm):
             continue
         if isinstance(module, (_BatchNorm, nn.SyncBatchNorm)):
             bad.append(f'{name} ({type(module).__name__})')

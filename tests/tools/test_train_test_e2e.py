@@ -131,13 +131,56 @@ def test_training_stops_at_the_budget(tmp_path, synthetic_mpii):
     assert ledger.epsilon() > 2.0  # one more step would have exceeded it
 
 
-def test_batchnorm_config_is_refused_with_the_fix(tmp_path, synthetic_mpii):
-    cfg = _config(tmp_path, synthetic_mpii,
-                  **{'model.backbone.norm_cfg': dict(_delete_=True, type='BN')})
-    proc = _run('tools/train.py', cfg, '--work-dir', str(tmp_path / 'w'),
-                check=False)
-    assert proc.returncode != 0
-    assert 'BatchNorm2d' in proc.stderr and "type='GN'" in proc.stderr
+def test_a_batchnorm_model_from_scratch_trains_with_group_norm(
+        tmp_path, synthetic_mpii):
+    cfg = _config(tmp_path, synthetic_mpii, **{
+        'model.backbone.norm_cfg': dict(_delete_=True, type='BN'),
+        'train_cfg.max_epochs': 1, 'train_cfg.val_interval': 1})
+    proc = _run('tools/train.py', cfg, '--work-dir', str(tmp_path / 'w'))
+    log = proc.stdout + proc.stderr
+    assert 'replaced by GroupNorm' in log and 'training from scratch' in log
+    ckpt = torch.load(tmp_path / 'w' / 'epoch_1.pth', map_location='cpu',
+                      weights_only=False)
+    assert not any('running_mean' in k for k in ckpt['state_dict'])
+    assert ckpt['privacy_plan']['batch_norm']['mode'] == 'group_norm'
+    # Evaluation rebuilds the same model from the checkpoint's plan.
+    out = tmp_path / 'metrics.json'
+    _run('tools/test.py', cfg, str(tmp_path / 'w' / 'epoch_1.pth'),
+         '--work-dir', str(tmp_path / 't'), '--out', str(out))
+    assert 'PCK' in json.loads(out.read_text())
+
+
+def test_fine_tuning_a_batchnorm_checkpoint_freezes_its_statistics(
+        tmp_path, synthetic_mpii):
+    # A short non-private BatchNorm run stands for a model-zoo checkpoint.
+    bn = dict(_delete_=True, type='BN')
+    public = tiny_config(synthetic_mpii, str(tmp_path / 'public'), **{
+        'model.backbone.norm_cfg': bn, 'train_cfg.max_epochs': 1,
+        'train_cfg.val_interval': 1})
+    for key in ('privacy', 'runner_type'):
+        public.pop(key)
+    public.dump(str(tmp_path / 'public.py'))
+    _run('tools/train.py', str(tmp_path / 'public.py'))
+    zoo = tmp_path / 'public' / 'epoch_1.pth'
+    loaded = torch.load(zoo, map_location='cpu', weights_only=False)
+    assert any('running_mean' in k for k in loaded['state_dict'])
+    cfg = _config(tmp_path, synthetic_mpii, **{
+        'model.backbone.norm_cfg': bn, 'load_from': str(zoo),
+        'train_cfg.max_epochs': 1, 'train_cfg.val_interval': 1})
+    proc = _run('tools/train.py', cfg, '--work-dir', str(tmp_path / 'w'))
+    assert 'frozen (statistics of the loaded weights' in \
+        proc.stdout + proc.stderr
+    trained = torch.load(tmp_path / 'w' / 'epoch_1.pth', map_location='cpu',
+                         weights_only=False)
+    assert trained['privacy_plan']['batch_norm']['mode'] == 'freeze'
+    stats = [k for k in loaded['state_dict'] if 'running_' in k]
+    assert stats
+    for key in stats:
+        assert torch.equal(trained['state_dict'][key],
+                           loaded['state_dict'][key]), key
+    weights = [k for k in loaded['state_dict'] if k.endswith('conv1.weight')]
+    assert any(not torch.equal(trained['state_dict'][k],
+                               loaded['state_dict'][k]) for k in weights)
 
 
 def test_load_from_a_dp_checkpoint_needs_disjoint_data_declared(
@@ -193,12 +236,15 @@ def test_resuming_a_budget_stop_without_sigma_does_not_overspend(
     # 0.5257 as if calibrated and trained on to epsilon 10.95.
     cfg = _config(tmp_path, synthetic_mpii, **{
         'privacy.noise_multiplier': 0.5257, 'privacy.target_epsilon': 8.0,
-        'default_hooks.checkpoint.interval': 10})
+        'default_hooks.checkpoint.interval': 1})
     _run('tools/train.py', cfg, '--work-dir', str(tmp_path / 'w'))
-    stop, = (tmp_path / 'w').glob('budget_stop_iter_*.pth')
+    # The budget stops the run after 4 steps, the end of epoch 1.
+    stop = tmp_path / 'w' / 'epoch_1.pth'
+    assert _ledger(stop)['steps'] == 4
+    assert not (tmp_path / 'w' / 'epoch_2.pth').exists()
     resumed_cfg = _config(tmp_path, synthetic_mpii, name='resumed.py', **{
         'privacy.noise_multiplier': None, 'privacy.target_epsilon': 8.0,
-        'default_hooks.checkpoint.interval': 10})
+        'default_hooks.checkpoint.interval': 1})
     proc = _run('tools/train.py', resumed_cfg, '--work-dir',
                 str(tmp_path / 'r'), '--resume', str(stop), check=False)
     from mmpose_dp.privacy import PrivacyLedger
