@@ -3,15 +3,10 @@ written, given forwards that compute exactly the same values.
 
 Applied per instance (the class and its state-dict keys are unchanged) by
 :func:`patch_for_per_sample_gradients`; each patch is tested against the
-stock forward in tests/models/test_compat.py, and the first private step
+stock forward in tests/models/test_model_families.py, and the first private step
 compares the private loss with the model's own anyway
 (:func:`mmpose_dp.engine.loops.check_private_forward`).
 
-* ``LiteHRModule`` (LiteHRNet): its fuse step writes ``y = out[0]`` and
-  then ``y += ...``, which also updates ``out[0]``, read again by the other
-  branches. Under per-sample hooks ``+=`` on a hooked output must be out of
-  place, which would silently train another network. The patched forward
-  stores the sum back into ``out[0]`` explicitly.
 * ``RLELoss`` (RLE regression head): its normalising flow runs on
   ``error.reshape(-1, 2)``, one row per *keypoint*, so each sample would
   contribute K rows of per-sample gradients. The patched forward keeps the
@@ -24,29 +19,6 @@ from typing import List
 
 import torch
 from torch import nn
-
-
-def _lite_hr_module_forward(self, x):
-    """``LiteHRModule.forward`` without in-place aliasing."""
-    if self.num_branches == 1:
-        return [self.layers[0](x[0])]
-    if self.module_type.upper() == 'LITE':
-        out = list(self.layers(x))
-    else:
-        out = [layer(x[i]) for i, layer in enumerate(self.layers)]
-    if self.with_fuse:
-        out_fuse = []
-        for i in range(len(self.fuse_layers)):
-            y = out[0] if i == 0 else self.fuse_layers[i][0](out[0])
-            for j in range(self.num_branches):
-                y = y + (out[j] if i == j else self.fuse_layers[i][j](out[j]))
-            if i == 0:
-                out[0] = y  # stock: y aliases out[0], so += updated it
-            out_fuse.append(self.relu(y))
-        out = out_fuse
-    if not self.multiscale_output:
-        out = [out[0]]
-    return out
 
 
 def _flow_log_prob(flow, x: torch.Tensor) -> torch.Tensor:
@@ -85,7 +57,6 @@ def _rle_loss_forward(self, pred, sigma, target, target_weight=None):
 
 #: class name -> forward with the same values.
 PATCHED_FORWARDS = {
-    'LiteHRModule': _lite_hr_module_forward,
     'RLELoss': _rle_loss_forward,
 }
 
