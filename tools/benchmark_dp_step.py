@@ -140,10 +140,16 @@ def step_fn(model: Any, mode: str, batch: int,
     if mode == 'nonprivate':
         return step
     from mmpose_dp.engine import DPOptimWrapper
-    from mmpose_dp.privacy import PrivacyLedger, disable_inplace_activations
-    disable_inplace_activations(model)
-    ow = DPOptimWrapper(optimizer, max_grad_norm=0.1, noise_seed=0)
-    ow.attach(model, 'mean')
+    from mmpose_dp.engine.mmengine_batch import MMEngineBatchLoss
+    from mmpose_dp.privacy import PrivacyLedger
+
+    class Preprocessed(MMEngineBatchLoss):
+        def prepare(self, model, batch):  # inputs are preprocessed already
+            return batch
+
+    ow = DPOptimWrapper(optimizer, max_grad_norm=0.1, noise_seed=0,
+                        engine='hooks')
+    ow.attach(model, 'mean', Preprocessed())
     ow.configure(noise_multiplier=1.0, sample_rate=0.01,
                  expected_batch_size=batch, ledger=PrivacyLedger(1e-5))
     if mode == 'hybrid':
@@ -157,10 +163,9 @@ def step_fn(model: Any, mode: str, batch: int,
                                weight=0.1)]
 
     def private_step(inputs, samples):
-        ow.expect_micro_batch(list(range(len(samples))))
-        with ow.optim_context(model):
-            loss = loss_of(inputs, samples)
-        ow.update_params(loss)
+        ow.private_micro_batch(model, dict(inputs=inputs,
+                                           data_samples=samples),
+                               list(range(len(samples))))
         ow.private_step()
     return private_step
 

@@ -1,77 +1,10 @@
 """Epoch loop whose iteration is one logical DP step (LOOPS)."""
-import contextlib
 from typing import Dict, List, Optional, Tuple
 
-import torch
-from mmengine.model import is_model_wrapper
 from mmengine.registry import LOOPS
 from mmengine.runner import EpochBasedTrainLoop
 
 from ..datasets import image_key, is_empty_batch, unit_ids
-
-#: Seed of the dropout draws shared by the two forwards of the check.
-_CHECK_SEED = 0
-
-
-@contextlib.contextmanager
-def _same_random_draws():
-    """Run a block with seeded torch generators, then restore them."""
-    devices = [torch.cuda.current_device()] if torch.cuda.is_available() \
-        else []
-    with torch.random.fork_rng(devices=devices):
-        torch.manual_seed(_CHECK_SEED)
-        yield
-
-
-def model_loss(model, data_batch) -> torch.Tensor:
-    """The total training loss of an MMEngine model on a collated batch,
-    computed the model's own way (no per-sample machinery)."""
-    module = model.module if is_model_wrapper(model) else model
-    data = module.data_preprocessor(data_batch, training=True)
-    losses = module(**data, mode='loss')
-    loss, _ = module.parse_losses(losses)
-    return loss
-
-
-@contextlib.contextmanager
-def _inplace(model, names):
-    """Switch the in-place activations ``names`` back on for the block."""
-    module = model.module if is_model_wrapper(model) else model
-    modules = [module.get_submodule(n) for n in names]
-    for m in modules:
-        m.inplace = True
-    try:
-        yield
-    finally:
-        for m in modules:
-            m.inplace = False
-
-
-def check_private_forward(private_loss: float, model, data_batch,
-                          inplace_activations=(), rtol: float = 1e-4
-                          ) -> None:
-    """Refuse a model whose private forward computes another loss than its
-    own forward on the same micro-batch.
-
-    The private forward differs from the model's own only where the
-    per-sample machinery has to step in (``+=`` onto a hooked output and
-    the activations ``inplace_activations`` are made out of place; the
-    reference runs them in place, as the stock model does): a module that
-    reads a tensor through another name after changing it in place
-    (aliasing) would then train another network than the one evaluated.
-    """
-    with torch.no_grad(), _same_random_draws(), _inplace(
-            model, inplace_activations):
-        reference = float(model_loss(model, data_batch))
-    if abs(private_loss - reference) > rtol * max(abs(reference), 1e-8):
-        raise RuntimeError(
-            f'the private forward gives loss {private_loss:.6g}, the '
-            f"model's own forward {reference:.6g} on the same batch: a "
-            'module relies on in-place aliasing (e.g. `y = x[0]; y += z` '
-            'and then reading x[0]), which the per-sample hooks change. '
-            'Rewrite its forward without it, or use a clipping engine that '
-            'needs no hooks')
-
 
 def batch_unit_ids(data_batch: Dict, unit: str) -> List[int]:
     """The privacy unit (0, 1, ...) of every sample of a collated batch."""
@@ -146,10 +79,6 @@ class DPEpochBasedTrainLoop(EpochBasedTrainLoop):
             raise ValueError('max_physical_batch_size must be >= 1')
         self.max_physical_batch_size = max_physical_batch_size
         self.log_private_metrics = log_private_metrics
-        self._forward_checked = False
-        #: Modules whose in-place activation DP turned off (set by
-        #: PrivacyHook); the check runs them in place again.
-        self.inplace_activations: List[str] = []
 
     @property
     def unit(self) -> str:
@@ -188,17 +117,8 @@ class DPEpochBasedTrainLoop(EpochBasedTrainLoop):
             data_batch, self.unit))
         for micro, micro_units in split_batch(data_batch, units,
                                               self.max_physical_batch_size):
-            optim_wrapper.expect_micro_batch(micro_units)
-            if self._forward_checked:
-                out = self.runner.model.train_step(
-                    micro, optim_wrapper=optim_wrapper)
-            else:
-                with _same_random_draws():
-                    out = self.runner.model.train_step(
-                        micro, optim_wrapper=optim_wrapper)
-                check_private_forward(float(out['loss']), self.runner.model,
-                                      micro, self.inplace_activations)
-                self._forward_checked = True
+            out = optim_wrapper.private_micro_batch(self.runner.model, micro,
+                                                    micro_units)
             for k, v in out.items():
                 # Per-micro-batch means, weighted by micro-batch size.
                 w = len(micro['inputs']) / len(data_batch['inputs'])

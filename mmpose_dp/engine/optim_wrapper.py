@@ -1,6 +1,6 @@
-"""DP OptimWrapper: clip per sample -> sum -> noise once -> / B -> step."""
+"""DP OptimWrapper: clip per unit -> sum -> noise once -> / B -> step."""
 import contextlib
-from typing import Callable, List, Optional
+from typing import Callable, Dict, List, Optional
 
 import torch
 from mmengine.dist import all_reduce, get_dist_info
@@ -9,9 +9,9 @@ from mmengine.optim import OptimWrapper
 from mmengine.registry import OPTIM_WRAPPERS
 from torch import nn
 
-from ..privacy import (NoiseStream, PerSampleGradients, PrivacyLedger,
-                       add_gaussian_noise, clip_factors, clipped_sum,
-                       per_sample_norms, sum_per_unit)
+from ..privacy import NoiseStream, PrivacyLedger, add_gaussian_noise
+from ..privacy.engines import BatchLoss, ClippingEngine, build_engine
+from .mmengine_batch import MMEngineBatchLoss
 
 #: A post-processing stage: (wrapper, noisy averaged gradients) -> gradients.
 GradientStage = Callable[['DPOptimWrapper', List[torch.Tensor]],
@@ -26,10 +26,11 @@ class PrivacyBudgetExceeded(RuntimeError):
 class DPOptimWrapper(OptimWrapper):
     """An OptimWrapper that takes DP-SGD steps.
 
-    One *logical* step: for each micro-batch, ``update_params`` back-propagates
-    the private loss with per-sample hooks on, clips every sample's gradient
-    to ``max_grad_norm`` (flat, over all trainable parameters) and adds it to
-    a running sum. :meth:`private_step` then adds ``N(0, (sigma C)^2)`` once,
+    One *logical* step: for each micro-batch, :meth:`private_micro_batch`
+    has the clipping engine (``privacy.engine``: Opacus hooks, torch.func
+    vmap, or the fastest exact one) clip every privacy unit's gradient to
+    ``max_grad_norm`` (flat, over all trainable parameters) and adds the sum
+    to a running sum. :meth:`private_step` then adds ``N(0, (sigma C)^2)`` once,
     sums over processes, divides by the *expected* batch size, applies the
     post-processing stages (projection, public-feature gradient) and calls
     the wrapped optimizer. An empty batch is a noise-only step.
@@ -44,12 +45,15 @@ class DPOptimWrapper(OptimWrapper):
         noise_seed: key of the noise stream; ``None`` (default) draws a
             secret one from the OS entropy pool. A fixed key lets anyone who
             knows it subtract the noise: tests and debugging only.
+        engine: the clipping engine, ``'auto'`` (default), ``'hooks'`` or
+            ``'vmap'`` (see :mod:`mmpose_dp.privacy.engines`).
     """
 
     def __init__(self,
                  optimizer: torch.optim.Optimizer,
                  max_grad_norm: float,
                  noise_seed: Optional[int] = None,
+                 engine: str = 'auto',
                  accumulative_counts: int = 1,
                  clip_grad: Optional[dict] = None) -> None:
         if clip_grad:
@@ -77,18 +81,23 @@ class DPOptimWrapper(OptimWrapper):
         self.expected_batch_size: Optional[float] = None
         self.max_steps: Optional[int] = None
         self.ledger: Optional[PrivacyLedger] = None
-        self.per_sample: Optional[PerSampleGradients] = None
+        self.engine_name = engine
+        self.engine: Optional[ClippingEngine] = None
         self.stages: List[GradientStage] = []
         self._clipped_sum: Optional[List[torch.Tensor]] = None
-        self._micro_batch_units: Optional[List[int]] = None
 
     # -- set-up (by PrivacyHook) -------------------------------------------
-    def attach(self, model: nn.Module, loss_reduction: str) -> None:
-        """Compute per-sample gradients of ``model`` (the unwrapped module)."""
-        self.per_sample = PerSampleGradients(model, loss_reduction)
+    def attach(self, model: nn.Module, loss_reduction: str,
+               batch_loss: Optional[BatchLoss] = None) -> None:
+        """Clip per-sample gradients of ``model`` (the unwrapped module)
+        with the configured engine; ``batch_loss`` says how a batch becomes
+        a loss (default: an MMEngine model's own ``train_step`` way)."""
+        self.engine = build_engine(self.engine_name, model,
+                                   batch_loss or MMEngineBatchLoss(),
+                                   loss_reduction)
         optimized = {id(p) for g in self.optimizer.param_groups
                      for p in g['params']}
-        missing = [p for p in self.per_sample.params if id(p) not in optimized]
+        missing = [p for p in self.engine.params if id(p) not in optimized]
         if missing:
             raise ValueError(
                 f'{len(missing)} trainable parameters are not in the '
@@ -108,69 +117,50 @@ class DPOptimWrapper(OptimWrapper):
 
     @property
     def params(self) -> List[nn.Parameter]:
-        if self.per_sample is None:
+        if self.engine is None:
             raise RuntimeError(
                 'DPOptimWrapper is not attached to a model; add '
                 "dict(type='PrivacyHook') to custom_hooks")
-        return self.per_sample.params
+        return self.engine.params
 
     # -- per micro-batch ---------------------------------------------------
-    @contextlib.contextmanager
-    def optim_context(self, model: nn.Module):
-        """The private forward: per-sample hooks on, and no DDP gradient
-        all-reduce (only clipped sums are ever reduced)."""
-        sync = model.no_sync() if hasattr(model, 'no_sync') else \
-            contextlib.nullcontext()
-        with sync, self.per_sample_context():
-            yield
-
-    def per_sample_context(self):
-        if self.per_sample is None:
+    def private_micro_batch(self, model: nn.Module, data_batch,
+                            units: List[int]) -> Dict[str, torch.Tensor]:
+        """Clip and accumulate one private micro-batch; ``units[i]`` is the
+        privacy unit (0, 1, ...) of its i-th sample, whose samples are
+        summed before clipping (one contribution per unit). DDP's own
+        gradient all-reduce is off: only clipped sums are ever reduced.
+        Returns the (un-noised) loss, for an opted-in log only."""
+        if self.engine is None:
             raise RuntimeError(
                 'DPOptimWrapper is not attached to a model; add '
                 "dict(type='PrivacyHook') to custom_hooks")
-        return self.per_sample.private_forward()
-
-    def expect_micro_batch(self, units: List[int]) -> None:
-        """Announce the next private micro-batch: ``units[i]`` is the privacy
-        unit (0, 1, ...) of its i-th sample. Every per-sample gradient must
-        then have ``len(units)`` rows, and the samples of one unit are
-        summed before clipping (one contribution per unit)."""
-        self._micro_batch_units = list(units)
-
-    def update_params(self, loss: torch.Tensor, step_kwargs=None,
-                      zero_kwargs=None) -> None:
-        """Back-propagate one private micro-batch and accumulate its clipped
-        per-unit gradients. The step itself is :meth:`private_step`."""
-        self.backward(loss)
-
-    def backward(self, loss: torch.Tensor, **kwargs) -> None:
-        units = self._micro_batch_units
-        if units is None:
-            raise RuntimeError(
-                'announce each private micro-batch with expect_micro_batch() '
-                '(DPEpochBasedTrainLoop does) before its backward')
-        self._micro_batch_units = None
-        loss.backward(**kwargs)
+        batch = self.engine.batch_loss.prepare(model, data_batch)
+        if self.engine.batch_loss.num_samples(batch) != len(units):
+            raise ValueError('one privacy unit id per sample is needed')
+        sync = model.no_sync() if hasattr(model, 'no_sync') else \
+            contextlib.nullcontext()
+        with sync:
+            summed, loss = self.engine.clipped_sum(batch, units,
+                                                   self.max_grad_norm)
         self._inner_count += 1
-        self.clip_and_accumulate(self.per_sample.pop(len(units)), units)
-        for p in self.params:
-            p.grad = None  # the unclipped batch gradient must not be used
+        self.accumulate(summed)
+        return dict(loss=loss)
 
-    def clip_and_accumulate(self, grad_samples: List[torch.Tensor],
-                            units: List[int]) -> None:
-        """Sum each unit's samples, clip each unit to C, add to the sum."""
-        if units != list(range(len(units))):
-            grad_samples = sum_per_unit(
-                grad_samples, torch.tensor(units), max(units) + 1)
-        factors = clip_factors(per_sample_norms(grad_samples),
-                               self.max_grad_norm)
-        summed = clipped_sum(grad_samples, factors)
+    def accumulate(self, summed: List[torch.Tensor]) -> None:
+        """Add a micro-batch's clipped sum to the step's."""
         if self._clipped_sum is None:
             self._clipped_sum = summed
         else:
             for acc, s in zip(self._clipped_sum, summed):
                 acc.add_(s)
+
+    def update_params(self, loss: torch.Tensor, step_kwargs=None,
+                      zero_kwargs=None) -> None:
+        raise RuntimeError(
+            'DPOptimWrapper takes private micro-batches through '
+            'private_micro_batch() (DPEpochBasedTrainLoop does), never an '
+            'already reduced loss')
 
     # -- per logical step --------------------------------------------------
     def add_noise(self, summed: List[torch.Tensor]) -> None:

@@ -15,8 +15,7 @@ from ..datasets import (PoissonBatchSampler, check_disjoint, public_set_id,
 from ..models import (NotPrivateError, changed_buffers,
                       check_no_cross_sample_modules, detect_loss_reduction,
                       snapshot_buffers)
-from ..privacy import (EpsilonTracker, PrivacyLedger,
-                       disable_inplace_activations, plan_noise,
+from ..privacy import (EpsilonTracker, PrivacyLedger, plan_noise,
                        privacy_statement, statement_line)
 from .loops import DPEpochBasedTrainLoop
 from .optim_wrapper import DPOptimWrapper
@@ -152,6 +151,7 @@ class PrivacyHook(Hook):
         self._resumed_plan: Optional[Dict] = None
         self._plan: Optional[Dict] = None
         self._model_preparation: Dict = {}
+        self._engine_logged = False
 
     # -- helpers -----------------------------------------------------------
     @staticmethod
@@ -192,14 +192,10 @@ class PrivacyHook(Hook):
         model.train()
         check_no_cross_sample_modules(model)
         reduction = detect_loss_reduction(model, self.loss_reduction)
-        changed = disable_inplace_activations(model)
-        runner.train_loop.inplace_activations = changed
-        if changed:
-            runner.logger.info(
-                f'[privacy] in-place activations turned off in {len(changed)}'
-                ' modules (needed by per-sample gradient hooks)')
         ow = self._optim_wrapper(runner)
         ow.attach(model, reduction)
+        runner.logger.info(f'[privacy] clipping engine {ow.engine_name!r}')
+        self._log_functorch(runner, ow.engine)
         sampler = self._sampler(runner)
         n_private = sampler.num_private
         if self.delta is None:
@@ -426,6 +422,7 @@ class PrivacyHook(Hook):
 
     def after_train_iter(self, runner, batch_idx, data_batch=None,
                          outputs=None) -> None:
+        self._log_engine_choice(runner)
         if self._buffers is not None:
             changed = changed_buffers(self._model(runner), self._buffers)
             self._buffers = None
@@ -451,6 +448,25 @@ class PrivacyHook(Hook):
                 f'epsilon={self.target_epsilon}; saving {name}')
             # Mid-epoch, CheckpointHook would not save: keep the result.
             runner.save_checkpoint(runner.work_dir, name)
+
+    def _log_engine_choice(self, runner) -> None:
+        engine = getattr(getattr(runner, 'optim_wrapper', None), 'engine',
+                         None)
+        report = getattr(engine, 'report', None)
+        if report and not self._engine_logged:
+            self._engine_logged = True
+            runner.logger.info('[privacy] clipping engine auto: ' +
+                               '; '.join(report))
+            self._log_functorch(runner, engine.chosen)
+
+    @staticmethod
+    def _log_functorch(runner, engine) -> None:
+        modules = getattr(engine, 'functorch_modules', None)
+        if modules:
+            runner.logger.info(
+                f'[privacy] hooks: per-sample gradients of {len(modules)} '
+                "module(s) come from Opacus' functorch fallback (one "
+                f'vmapped call of their forward, exact): {modules[:6]}')
 
     def after_train(self, runner) -> None:
         if self.ledger.steps == 0:

@@ -20,7 +20,7 @@ from .model_preparation import prepare_private_model
 HOOK_KEYS = ('target_epsilon', 'noise_multiplier', 'delta', 'loss_reduction',
              'interval', 'projection', 'public_data', 'public_features',
              'disjoint_from_loaded_checkpoint')
-OPTIM_KEYS = ('max_grad_norm', 'noise_seed')
+OPTIM_KEYS = ('max_grad_norm', 'noise_seed', 'engine')
 LOOP_KEYS = ('max_physical_batch_size', 'log_private_metrics')
 SAMPLER_KEYS = ('sampler_seed', 'unit')
 #: Applied by DPRunner itself to the built model.

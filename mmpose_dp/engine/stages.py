@@ -30,7 +30,7 @@ def pose_loss(model: nn.Module, data_batch) -> torch.Tensor:
 
 
 def _check_private_hooks_detached(wrapper) -> None:
-    if wrapper.per_sample is not None and wrapper.per_sample.attached:
+    if wrapper.engine is not None and wrapper.engine.busy:
         raise RuntimeError(
             'private per-sample hooks are still attached: a public forward '
             'now could leak into the clipped sum')

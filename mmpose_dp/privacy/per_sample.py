@@ -69,17 +69,22 @@ def _contiguous(sampler):
     return grad_sample
 
 
+def grad_samplers() -> dict:
+    """Opacus' grad samplers (including those registered later, such as
+    FrozenBatchNorm's), with the conv ones made layout-safe."""
+    samplers = dict(GradSampleHooks.GRAD_SAMPLERS)
+    for conv in (nn.Conv1d, nn.Conv2d, nn.Conv3d):
+        if conv in samplers:
+            samplers[conv] = _contiguous(samplers[conv])
+    return samplers
+
+
 class _GradSampleHooks(GradSampleHooks):
-    """Opacus' hooks with the conv grad samplers made layout-safe; the
-    other grad samplers (including those registered later) are Opacus'."""
+    """Opacus' hooks with :func:`grad_samplers`."""
 
     @property
     def GRAD_SAMPLERS(self):
-        samplers = dict(GradSampleHooks.GRAD_SAMPLERS)
-        for conv in (nn.Conv1d, nn.Conv2d, nn.Conv3d):
-            if conv in samplers:
-                samplers[conv] = _contiguous(samplers[conv])
-        return samplers
+        return grad_samplers()
 
 
 def disable_inplace_activations(model: nn.Module) -> List[str]:

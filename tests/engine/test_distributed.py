@@ -8,6 +8,7 @@ from torch import nn
 
 from mmpose_dp.engine import DPOptimWrapper
 from mmpose_dp.privacy import PrivacyLedger
+from mmpose_dp.privacy.engines import TensorBatchLoss
 
 STEPS = 4
 N, BATCH = 24, 6.0
@@ -37,7 +38,8 @@ def _train(rank, world, sigma, c, noise_seed):
     net = _net()
     ow = DPOptimWrapper(torch.optim.SGD(net.parameters(), lr=1.0),
                         max_grad_norm=c, noise_seed=noise_seed)
-    ow.attach(net, 'mean')
+    ow.attach(net, 'mean', TensorBatchLoss(
+        lambda net, x, y: ((net(x) - y)**2).sum(1).mean()))
     ow.configure(sigma, BATCH / N, BATCH, PrivacyLedger(1e-5))
     x, y = _data()
     updates = []
@@ -45,10 +47,8 @@ def _train(rank, world, sigma, c, noise_seed):
         share = batch[rank::world]
         before = torch.cat([p.detach().flatten() for p in net.parameters()])
         if len(share):
-            ow.expect_micro_batch(list(range(len(share))))
-            with ow.optim_context(net):
-                loss = ((net(x[share]) - y[share])**2).sum(1).mean()
-            ow.update_params(loss)
+            ow.private_micro_batch(net, (x[share], y[share]),
+                                   list(range(len(share))))
         ow.private_step()
         after = torch.cat([p.detach().flatten() for p in net.parameters()])
         updates.append(before - after)

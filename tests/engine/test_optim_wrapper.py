@@ -5,6 +5,11 @@ from torch import nn
 
 from mmpose_dp.engine import DPOptimWrapper, PrivacyBudgetExceeded
 from mmpose_dp.privacy import PrivacyLedger
+from mmpose_dp.privacy.engines import TensorBatchLoss
+
+ENGINES = ['hooks', 'vmap', 'auto']
+SQUARED_ERROR = TensorBatchLoss(
+    lambda net, x, y: ((net(x) - y)**2).sum(1).mean())
 
 
 class _Net(nn.Module):
@@ -19,12 +24,13 @@ class _Net(nn.Module):
         return self.fc(torch.relu(self.norm(self.conv(x))).flatten(1))
 
 
-def _wrapper(sigma, c, batch=4.0, seed=0, max_steps=None, lr=1.0):
+def _wrapper(sigma, c, batch=4.0, seed=0, max_steps=None, lr=1.0,
+             engine='hooks'):
     torch.manual_seed(0)
     net = _Net()
     ow = DPOptimWrapper(torch.optim.SGD(net.parameters(), lr=lr),
-                        max_grad_norm=c, noise_seed=seed)
-    ow.attach(net, 'mean')
+                        max_grad_norm=c, noise_seed=seed, engine=engine)
+    ow.attach(net, 'mean', SQUARED_ERROR)
     ledger = PrivacyLedger(1e-5)
     ow.configure(sigma, 0.01, batch, ledger, max_steps)
     return net, ow, ledger
@@ -37,10 +43,8 @@ def _data(n=4):
 
 
 def _private_micro_batch(net, ow, x, y, units=None):
-    ow.expect_micro_batch(list(range(len(x))) if units is None else units)
-    with ow.optim_context(net):
-        loss = ((net(x) - y)**2).sum(1).mean()
-    ow.update_params(loss)
+    ow.private_micro_batch(net, (x, y), list(range(len(x)))
+                           if units is None else units)
 
 
 def _flat(net):
@@ -57,9 +61,10 @@ def _per_sample_grads(net, x, y):
     return torch.stack(out)
 
 
-def test_no_noise_huge_c_reproduces_the_non_private_update():
+@pytest.mark.parametrize('engine', ENGINES)
+def test_no_noise_huge_c_reproduces_the_non_private_update(engine):
     x, y = _data()
-    net, ow, _ = _wrapper(sigma=0.0, c=1e9, batch=4.0)
+    net, ow, _ = _wrapper(sigma=0.0, c=1e9, batch=4.0, engine=engine)
     before = _flat(net)
     expected = before - _per_sample_grads(net, x, y).mean(0)
     _private_micro_batch(net, ow, x, y)
@@ -67,10 +72,13 @@ def test_no_noise_huge_c_reproduces_the_non_private_update():
     assert torch.allclose(_flat(net), expected, atol=1e-6)
 
 
-def test_update_is_sum_of_clipped_per_sample_grads_over_expected_batch():
+@pytest.mark.parametrize('engine', ENGINES)
+def test_update_is_sum_of_clipped_per_sample_grads_over_expected_batch(
+        engine):
     x, y = _data()
     c, expected_batch = 0.05, 10.0
-    net, ow, _ = _wrapper(sigma=0.0, c=c, batch=expected_batch)
+    net, ow, _ = _wrapper(sigma=0.0, c=c, batch=expected_batch,
+                          engine=engine)
     grads = _per_sample_grads(net, x, y)
     norms = grads.norm(dim=1)
     assert (norms > c).all()  # every sample is clipped here
@@ -149,9 +157,10 @@ def test_step_beyond_the_budget_is_refused():
     assert ledger.steps == 2
 
 
-def test_unclipped_gradient_never_reaches_the_optimizer():
+@pytest.mark.parametrize('engine', ENGINES)
+def test_unclipped_gradient_never_reaches_the_optimizer(engine):
     x, y = _data()
-    net, ow, _ = _wrapper(sigma=0.0, c=1e-4)
+    net, ow, _ = _wrapper(sigma=0.0, c=1e-4, engine=engine)
     _private_micro_batch(net, ow, x, y)
     assert all(p.grad is None for p in net.parameters())
     before = _flat(net)
@@ -167,7 +176,7 @@ def test_frozen_parameters_are_excluded():
     ow = DPOptimWrapper(
         torch.optim.SGD([p for p in net.parameters() if p.requires_grad],
                         lr=1.0), max_grad_norm=0.1, noise_seed=0)
-    ow.attach(net, 'mean')
+    ow.attach(net, 'mean', SQUARED_ERROR)
     ow.configure(1.0, 0.01, 4.0, PrivacyLedger(1e-5))
     frozen = net.conv.weight.detach().clone()
     x, y = _data()
@@ -193,7 +202,7 @@ def test_micro_batches_draw_the_noise_once_per_logical_step():
     assert torch.allclose(whole, micro, atol=1e-6)
 
 
-def test_private_forward_blocks_ddp_gradient_sync():
+def test_private_micro_batches_block_ddp_gradient_sync():
     calls = []
 
     class _Wrapped(_Net):
@@ -205,12 +214,10 @@ def test_private_forward_blocks_ddp_gradient_sync():
     net = _Wrapped()
     ow = DPOptimWrapper(torch.optim.SGD(net.parameters(), lr=1.0),
                         max_grad_norm=1.0, noise_seed=0)
-    ow.attach(net, 'mean')
-    x, _ = _data()
-    with ow.optim_context(net):
-        net(x)
+    ow.attach(net, 'mean', SQUARED_ERROR)
+    x, y = _data()
+    ow.private_micro_batch(net, (x, y), [0, 1, 2, 3])
     assert calls == ['no_sync']
-    ow.per_sample.detach()
 
 
 def _noise_updates(steps_taken, steps, seed=7):
@@ -241,13 +248,14 @@ def test_the_noise_key_is_never_pickled():
         pickle.dumps(ow.noise)
 
 
-def test_a_unit_of_several_samples_is_clipped_once():
+@pytest.mark.parametrize('engine', ENGINES)
+def test_a_unit_of_several_samples_is_clipped_once(engine):
     # 6 samples from 3 images (units 0, 0, 1, 1, 1, 2): each image's summed
     # gradient is clipped to C, so the update is at most 3 C / B.
     x, y = _data(6)
     units = [0, 0, 1, 1, 1, 2]
     c, batch = 0.05, 3.0
-    net, ow, _ = _wrapper(sigma=0.0, c=c, batch=batch)
+    net, ow, _ = _wrapper(sigma=0.0, c=c, batch=batch, engine=engine)
     grads = _per_sample_grads(net, x, y)
     per_unit = torch.stack([grads[[i for i, u in enumerate(units) if u == k]]
                             .sum(0) for k in range(3)])
@@ -260,11 +268,10 @@ def test_a_unit_of_several_samples_is_clipped_once():
     assert torch.allclose(_flat(net), expected, atol=1e-6)
 
 
-def test_a_backward_without_an_announced_micro_batch_is_refused():
+def test_an_already_reduced_loss_is_refused():
     x, y = _data()
     net, ow, _ = _wrapper(sigma=0.0, c=1.0)
-    with ow.optim_context(net):
-        loss = ((net(x) - y)**2).sum(1).mean()
-    with pytest.raises(RuntimeError, match='expect_micro_batch'):
-        ow.update_params(loss)
-    ow.per_sample.detach()
+    with pytest.raises(RuntimeError, match='private_micro_batch'):
+        ow.update_params(((net(x) - y)**2).sum(1).mean())
+    with pytest.raises(ValueError, match='one privacy unit id per sample'):
+        ow.private_micro_batch(net, (x, y), [0, 1])

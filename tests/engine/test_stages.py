@@ -25,17 +25,14 @@ def setup(synthetic_mpii):
 
 def _wrapper(model, sigma=0.0, c=1e9, batch=4.0, ledger=None):
     ow = DPOptimWrapper(torch.optim.SGD(model.parameters(), lr=1.0),
-                        max_grad_norm=c, noise_seed=0)
+                        max_grad_norm=c, noise_seed=0, engine='hooks')
     ow.attach(model, 'mean')
     ow.configure(sigma, 0.1, batch, ledger or PrivacyLedger(1e-5))
     return ow
 
 
 def _private_step(model, ow, batch):
-    ow.expect_micro_batch(list(range(len(batch['inputs']))))
-    with ow.optim_context(model):
-        loss = pose_loss(model, batch)
-    ow.update_params(loss)
+    ow.private_micro_batch(model, batch, list(range(len(batch['inputs']))))
     ow.private_step()
 
 
@@ -136,10 +133,10 @@ def test_public_forward_with_private_hooks_attached_is_refused(setup):
     batch = pseudo_collate([dataset[i] for i in range(2)])
     ow = _wrapper(model, sigma=0.0, c=1.0)
     ow.stages = [PublicFeatureStage(model, [batch])]
-    with ow.per_sample_context():  # hooks attached, not yet popped
+    with ow.engine.per_sample.private_forward():  # hooks on, not popped
         with pytest.raises(RuntimeError, match='still attached'):
             ow.stages[0](ow, [torch.zeros_like(p) for p in ow.params])
-    ow.per_sample.detach()
+    ow.engine.per_sample.detach()
 
 
 def test_public_feature_batches_are_drawn_independently(synthetic_mpii,

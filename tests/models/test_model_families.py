@@ -31,6 +31,7 @@ from mmengine.dataset import pseudo_collate
 from mmengine.registry import init_default_scope
 from torch import nn
 
+from mmpose_dp.engine.mmengine_batch import MMEngineBatchLoss
 from mmpose_dp.engine.model_preparation import prepare_private_model
 from mmpose_dp.models import (FrozenBatchNorm, NotPrivateError,
                               check_no_cross_sample_modules,
@@ -38,6 +39,7 @@ from mmpose_dp.models import (FrozenBatchNorm, NotPrivateError,
 from mmpose_dp.models.validation import changed_buffers, snapshot_buffers
 from mmpose_dp.privacy import (PerSampleGradients, clip_factors, clipped_sum,
                                disable_inplace_activations, per_sample_norms)
+from mmpose_dp.privacy.engines import HooksEngine, VmapEngine, build_engine
 
 STOCK_CONFIGS = osp.join(osp.dirname(mmpose.__file__), '.mim', 'configs',
                          'body_2d_keypoint')
@@ -141,6 +143,16 @@ def _tiny_resnet(model):
     model.head.in_channels = 128
 
 
+def _vitpose(model):
+    # ViTPose-small shrunk; pos_embed is held by the backbone module itself.
+    model.backbone.update(
+        arch=dict(embed_dims=32, num_layers=2, num_heads=2,
+                  feedforward_channels=64), img_size=(64, 48),
+        drop_path_rate=0.0)
+    model.head.update(in_channels=32, out_channels=16,
+                      deconv_out_channels=(8, 8))
+
+
 class Family(NamedTuple):
     """A stock config and how to shrink its model dict in place."""
     config: str  #: under mmpose's configs/body_2d_keypoint/
@@ -192,6 +204,10 @@ FAMILIES: Dict[str, Family] = {
                          'mpii-256x256.py', _tiny_resnet),
     'rle': Family('topdown_regression/mpii/td-reg_res50_rle-8xb64-210e_'
                   'mpii-256x256.py', _tiny_resnet),
+    # A COCO-trained, BatchNorm-free zoo model (MMPretrain's ViT), with an
+    # MPII head; its HeatmapHead deconvolutions hard-code BatchNorm.
+    'vitpose': Family('topdown_heatmap/coco/td-hm_ViTPose-small_8xb64-210e_'
+                      'coco-256x192.py', _vitpose, (48, 64)),
 }
 
 
@@ -460,18 +476,66 @@ def _check_exact_clipped_per_sample_gradients(family, mode, annotations):
     assert worst[0] < TOLERANCE, f'{family}: clipped sum: {worst}'
 
 
-@pytest.mark.parametrize('family', list(FAMILIES))
+#: Families whose per-sample gradients Opacus hooks cannot give (see
+#: test_auto_engine_takes_vmap_where_hooks_cannot).
+VMAP_ONLY = ('vitpose', )
+HOOKED = [f for f in FAMILIES if f not in VMAP_ONLY]
+
+
+@pytest.mark.parametrize('family', HOOKED)
 def test_frozen_batch_norm_gives_exact_clipped_per_sample_gradients(
         family, annotations):
     _check_exact_clipped_per_sample_gradients(family, 'freeze', annotations)
 
 
 # CPM's hard-coded 9x9 stem dominates the module's time; once is enough.
-@pytest.mark.parametrize('family', [f for f in FAMILIES if f != 'cpm'])
+@pytest.mark.parametrize('family', [f for f in HOOKED if f != 'cpm'])
 def test_group_norm_gives_exact_clipped_per_sample_gradients(
         family, annotations):
     _check_exact_clipped_per_sample_gradients(family, 'group_norm',
                                               annotations)
+
+
+@pytest.mark.parametrize('family', list(FAMILIES))
+def test_vmap_engine_gives_exact_per_sample_gradients(family, annotations):
+    # The engine that needs no hooks: each sample's loss is its own
+    # functional call, so it must match micro-batches of one everywhere.
+    model, data, _, reduction = _prepared_family(family, 'freeze',
+                                                 annotations)
+    engine = VmapEngine(model, MMEngineBatchLoss(), reduction)
+    rows, losses = engine.per_sample_gradients(data)
+    assert all(r.shape[0] == BATCH for r in rows)
+    refs = _micro_batched(model, engine, data)
+    refs = [torch.zeros_like(r) if ref is None else ref
+            for r, ref in zip(rows, refs)]
+    for i in range(BATCH):
+        got, want = [r[i] for r in rows], [r[i] for r in refs]
+        whole = float(per_sample_norms([w[None] for w in want]))
+        worst = _worst(engine.names, got, want, whole)
+        assert worst[0] < TOLERANCE, f'{family}: sample {i}: {worst}'
+
+
+def test_auto_engine_takes_vmap_where_hooks_cannot(annotations):
+    # ViTPose: pos_embed sits on the backbone module itself, so Opacus hands
+    # the whole backbone (which returns a tuple) to its functorch fallback,
+    # which fails. The hooks engine refuses; auto takes vmap, exactly.
+    model, data, _, reduction = _prepared_family('vitpose', 'freeze',
+                                                 annotations)
+    hooks = HooksEngine(model, MMEngineBatchLoss(), reduction)
+    assert any('VisionTransformer' in m for m in hooks.functorch_modules)
+    with pytest.raises(NotPrivateError, match="privacy.engine='vmap'"):
+        hooks.clipped_sum(data, list(range(BATCH)), 1.0)
+    auto = build_engine('auto', model, MMEngineBatchLoss(), reduction)
+    vmap = VmapEngine(model, MMEngineBatchLoss(), reduction)
+    rows, _ = vmap.per_sample_gradients(data)
+    max_grad_norm = 0.5 * float(per_sample_norms(rows).min())
+    summed, _ = auto.clipped_sum(data, list(range(BATCH)), max_grad_norm)
+    assert auto.chosen.name == 'vmap'
+    refs = _micro_batched(model, vmap, data)
+    _, _, ref_total = _clipped(refs, max_grad_norm)
+    whole = float(per_sample_norms([t[None] for t in ref_total]))
+    worst = _worst(vmap.names, summed, ref_total, whole)
+    assert worst[0] < TOLERANCE, worst
 
 
 # -- what the families need from mmpose_dp --------------------------------

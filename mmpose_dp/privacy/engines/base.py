@@ -1,0 +1,119 @@
+"""The clipping-engine seam: a private micro-batch in, the sum of clipped
+per-unit gradients out.
+
+An engine owns how per-sample gradients are obtained (Opacus hooks,
+``torch.func.vmap``, per-layer norms...), may never materialise them, and
+checks that it captured exactly one contribution per sample. Everything
+after the clipped sum (noise, reduction over processes, scaling, stages,
+the optimizer step) is the same whichever engine produced it.
+"""
+import contextlib
+from typing import Callable, List, Sequence, Tuple
+
+import torch
+from torch import nn
+
+from ..clipping import clip_factors, clipped_sum, per_sample_norms, \
+    sum_per_unit
+
+
+class BatchLoss:
+    """How an engine turns a batch into a training loss.
+
+    Subclasses know the batch format (a tuple of tensors in tests, MMPose's
+    ``dict(inputs=..., data_samples=[...])`` in training).
+    """
+
+    def prepare(self, model: nn.Module, batch):
+        """The batch as the loss takes it (e.g. after a data
+        preprocessor); outside any per-sample machinery."""
+        return batch
+
+    def loss(self, model: nn.Module, batch) -> torch.Tensor:
+        """The scalar training loss of ``batch``: the mean (or sum, as the
+        engine's ``loss_reduction`` says) of per-sample losses."""
+        raise NotImplementedError
+
+    def num_samples(self, batch) -> int:
+        raise NotImplementedError
+
+    def split(self, batch) -> Tuple[List[torch.Tensor], Callable]:
+        """``(tensors, rebuild)``: tensors with a leading sample dimension,
+        and ``rebuild(slices)`` that makes a batch of one sample from one
+        slice of each (called inside ``torch.func.vmap``)."""
+        raise NotImplementedError(
+            f'{type(self).__name__} cannot split a batch per sample')
+
+    def per_sample_context(self):
+        """A context around per-sample calls of :meth:`loss` (e.g. to keep
+        code that reads tensor data out of ``vmap``)."""
+        return contextlib.nullcontext()
+
+
+class TensorBatchLoss(BatchLoss):
+    """A batch that is a tuple of tensors sharing the leading sample
+    dimension; ``fn(model, *tensors)`` is its loss."""
+
+    def __init__(self, fn: Callable[..., torch.Tensor]):
+        self.fn = fn
+
+    def loss(self, model, batch):
+        return self.fn(model, *batch)
+
+    def num_samples(self, batch):
+        return len(batch[0])
+
+    def split(self, batch):
+        return list(batch), lambda slices: tuple(
+            t.unsqueeze(0) for t in slices)
+
+
+def clip_units(grad_samples: Sequence[torch.Tensor], units: List[int],
+               max_grad_norm: float) -> List[torch.Tensor]:
+    """Sum each unit's per-sample gradients, clip every unit to C, add up."""
+    if units != list(range(len(units))):
+        grad_samples = sum_per_unit(grad_samples, torch.tensor(units),
+                                    max(units) + 1)
+    factors = clip_factors(per_sample_norms(grad_samples), max_grad_norm)
+    return clipped_sum(grad_samples, factors)
+
+
+class ClippingEngine:
+    """Base class of the clipping engines.
+
+    Args:
+        model: the module whose trainable parameters are private.
+        batch_loss: how a batch becomes a loss (:class:`BatchLoss`).
+        loss_reduction: ``'mean'`` or ``'sum'`` over the batch.
+    """
+
+    #: Registry name (``privacy.engine``).
+    name = ''
+
+    def __init__(self, model: nn.Module, batch_loss: BatchLoss,
+                 loss_reduction: str):
+        if loss_reduction not in ('mean', 'sum'):
+            raise ValueError(
+                f"loss_reduction must be 'mean' or 'sum', got {loss_reduction}")
+        self.model = model
+        self.batch_loss = batch_loss
+        self.loss_reduction = loss_reduction
+        named = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
+        self.names = [n for n, _ in named]
+        self.params = [p for _, p in named]
+
+    @property
+    def busy(self) -> bool:
+        """True while private per-sample machinery is attached (no public
+        forward may run then)."""
+        return False
+
+    def clipped_sum(self, batch, units: List[int], max_grad_norm: float
+                    ) -> Tuple[List[torch.Tensor], torch.Tensor]:
+        """``(sum over units of clip(unit gradient, C), detached loss)`` for
+        one private micro-batch; ``units[i]`` is sample i's privacy unit.
+        Nothing is left in ``param.grad``."""
+        raise NotImplementedError
+
+    def __repr__(self) -> str:
+        return f'{type(self).__name__}({len(self.params)} parameters)'

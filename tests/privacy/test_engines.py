@@ -1,0 +1,138 @@
+"""Every clipping engine returns the sum of clipped per-unit gradients of
+per-sample autograd, or refuses the model."""
+import pytest
+import torch
+from torch import nn
+
+from mmpose_dp.privacy import NotPrivateError, clip_factors, per_sample_norms
+from mmpose_dp.privacy.engines import TensorBatchLoss, build_engine
+
+ENGINES = ['hooks', 'vmap', 'auto']
+
+
+class _Residual(nn.Module):
+    """A small conv net with ``out += x`` on a normalisation output."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv = nn.Conv2d(2, 2, 3, padding=1)
+        self.norm = nn.GroupNorm(1, 2)
+        self.fc = nn.Linear(2 * 16, 2)
+
+    def forward(self, x):
+        out = self.norm(self.conv(x))
+        out += x
+        return self.fc(torch.relu(out).flatten(1))
+
+
+class _FoldsJoints(nn.Module):
+    """Treats 4 joints of each sample as samples (x.reshape(B * 4, d))."""
+
+    def __init__(self):
+        super().__init__()
+        self.embed = nn.Linear(3, 3)
+        self.head = nn.Linear(3, 2)
+
+    def forward(self, x):  # [B, 4, 3]
+        out = self.head(self.embed(x).reshape(-1, 3))
+        return out.reshape(x.shape[0], 4, 2).mean(1)
+
+
+class _Aliasing(nn.Module):
+    """Reads ``out[0]`` again after ``y = out[0]; y += ...``."""
+
+    def __init__(self):
+        super().__init__()
+        self.a = nn.Linear(2, 2)
+        self.b = nn.Linear(2, 2)
+
+    def forward(self, x):
+        out = [self.a(x)]
+        y = out[0]
+        y += x
+        return self.b(out[0]) + y
+
+
+LOSS = TensorBatchLoss(lambda net, x, y: ((net(x) - y)**2).sum(1).mean())
+
+
+def _data(model, n=6):
+    g = torch.Generator().manual_seed(1)
+    shape = {_Residual: (2, 4, 4), _FoldsJoints: (4, 3), _Aliasing: (2, )}
+    return (torch.randn(n, *shape[type(model)], generator=g),
+            torch.randn(n, 2, generator=g))
+
+
+def _reference(model, batch, units, c):
+    """Clipped per-unit sum from micro-batches of one (plain autograd)."""
+    params = [p for p in model.parameters() if p.requires_grad]
+    rows = []
+    for i in range(len(batch[0])):
+        loss = LOSS.loss(model, tuple(t[i:i + 1] for t in batch))
+        rows.append(torch.autograd.grad(loss, params))
+    per_unit = [[sum(rows[i][k] for i, u in enumerate(units) if u == unit)
+                 for k in range(len(params))] for unit in sorted(set(units))]
+    stacked = [torch.stack([u[k] for u in per_unit])
+               for k in range(len(params))]
+    factors = clip_factors(per_sample_norms(stacked), c)
+    return [torch.einsum('u,u...->...', factors, g) for g in stacked]
+
+
+def _engine(name, model):
+    return build_engine(name, model, LOSS, 'mean')
+
+
+@pytest.mark.parametrize('engine', ENGINES)
+@pytest.mark.parametrize('units', [[0, 1, 2, 3, 4, 5], [0, 0, 1, 2, 2, 2]])
+def test_engines_give_the_clipped_sum_of_per_sample_autograd(engine, units):
+    torch.manual_seed(0)
+    model = _Residual()
+    batch = _data(model)
+    expected = _reference(model, batch, units, c=0.05)
+    summed, loss = _engine(engine, model).clipped_sum(batch, units, 0.05)
+    for got, want in zip(summed, expected):
+        assert torch.allclose(got, want, atol=1e-6)
+    assert all(p.grad is None for p in model.parameters())
+    assert loss.item() == pytest.approx(LOSS.loss(model, batch).item(),
+                                        rel=1e-5)
+
+
+def test_hooks_refuse_a_folded_batch_dimension_and_vmap_is_exact():
+    torch.manual_seed(0)
+    model = _FoldsJoints()
+    batch = _data(model)
+    with pytest.raises(NotPrivateError, match='fold'):
+        _engine('hooks', model).clipped_sum(batch, list(range(6)), 0.05)
+    expected = _reference(model, batch, list(range(6)), c=0.05)
+    for name in ('vmap', 'auto'):
+        engine = _engine(name, model)
+        summed, _ = engine.clipped_sum(batch, list(range(6)), 0.05)
+        for got, want in zip(summed, expected):
+            assert torch.allclose(got, want, atol=1e-6)
+    assert engine.chosen.name == 'vmap'
+    assert 'hooks' in engine.report[0] and 'fold' in engine.report[0]
+
+
+def test_hooks_refuse_a_forward_they_would_change_and_auto_falls_back():
+    torch.manual_seed(0)
+    model = _Aliasing()
+    batch = _data(model)
+    with pytest.raises(NotPrivateError, match='aliasing'):
+        _engine('hooks', model).clipped_sum(batch, list(range(6)), 0.05)
+    engine = _engine('auto', model)
+    summed, _ = engine.clipped_sum(batch, list(range(6)), 0.05)
+    assert engine.chosen.name == 'vmap'
+    for got, want in zip(summed, _reference(model, batch, list(range(6)),
+                                            c=0.05)):
+        assert torch.allclose(got, want, atol=1e-6)
+
+
+def test_auto_keeps_the_hooks_where_they_are_exact():
+    engine = _engine('auto', _Residual())
+    engine.clipped_sum(_data(_Residual()), list(range(6)), 1.0)
+    assert engine.chosen.name == 'hooks' and engine.report == ['chose hooks']
+
+
+def test_an_unknown_engine_is_refused():
+    with pytest.raises(ValueError, match='privacy.engine'):
+        _engine('ghost', _Residual())
