@@ -39,7 +39,8 @@ from mmpose_dp.models import (FrozenBatchNorm, NotPrivateError,
 from mmpose_dp.models.validation import changed_buffers, snapshot_buffers
 from mmpose_dp.privacy import (PerSampleGradients, clip_factors, clipped_sum,
                                disable_inplace_activations, per_sample_norms)
-from mmpose_dp.privacy.engines import HooksEngine, VmapEngine, build_engine
+from mmpose_dp.privacy.engines import (FastEngine, HooksEngine, VmapEngine,
+                                       build_engine)
 
 STOCK_CONFIGS = osp.join(osp.dirname(mmpose.__file__), '.mim', 'configs',
                          'body_2d_keypoint')
@@ -513,6 +514,33 @@ def test_vmap_engine_gives_exact_per_sample_gradients(family, annotations):
         whole = float(per_sample_norms([w[None] for w in want]))
         worst = _worst(engine.names, got, want, whole)
         assert worst[0] < TOLERANCE, f'{family}: sample {i}: {worst}'
+
+
+#: Families with trainable layers the 'fast' engine does not know.
+FAST_REFUSES = {'rtmpose': 'ScaleNorm', 'vitpose': 'VisionTransformer'}
+
+
+@pytest.mark.parametrize('family', list(FAMILIES))
+def test_fast_engine_gives_the_exact_clipped_sum_or_refuses(family,
+                                                            annotations):
+    model, data, _, reduction = _prepared_family(family, 'freeze',
+                                                 annotations)
+    if family in FAST_REFUSES:
+        with pytest.raises(NotPrivateError, match=FAST_REFUSES[family]):
+            FastEngine(model, MMEngineBatchLoss(), reduction)
+        return
+    reference = VmapEngine(model, MMEngineBatchLoss(), reduction)
+    refs = _micro_batched(model, reference, data)
+    refs = [torch.zeros_like(p)[None].expand(BATCH, *p.shape)
+            if r is None else r for r, p in zip(refs, reference.params)]
+    max_grad_norm = 0.5 * float(per_sample_norms(refs).min())
+    _, _, ref_total = _clipped(refs, max_grad_norm)
+    fast = FastEngine(model, MMEngineBatchLoss(), reduction)
+    summed, _ = fast.clipped_sum(data, list(range(BATCH)), max_grad_norm)
+    whole = float(per_sample_norms([t[None] for t in ref_total]))
+    worst = _worst(fast.names, summed, ref_total, whole)
+    assert worst[0] < TOLERANCE, f'{family}: {worst}'
+    assert all(p.grad is None and p.requires_grad for p in fast.params)
 
 
 def test_auto_engine_takes_vmap_where_hooks_cannot(annotations):

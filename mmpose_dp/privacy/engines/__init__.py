@@ -1,17 +1,19 @@
 """Clipping engines, chosen by name with ``privacy.engine``.
 
-``hooks``: Opacus hooks; ``vmap``: ``torch.func`` per-sample calls, exact
-for any model whose forward torch.func can trace; ``auto``: the fastest one
-that is exact for the model.
+``fast``: per-layer norms (mixed ghost / instantiate) and book-keeping in one
+backward; ``hooks``: Opacus hooks; ``vmap``: ``torch.func`` per-sample
+calls, exact for any model whose forward torch.func can trace; ``auto``: the
+fastest one that is exact for the model.
 """
 from .auto import AutoEngine
 from .base import BatchLoss, ClippingEngine, TensorBatchLoss, clip_units
+from .fast import FastEngine
 from .hooks import HooksEngine
 from .vmap import VmapEngine
 
 #: name -> engine class; ``auto`` tries these in order.
-ENGINES = {e.name: e for e in (HooksEngine, VmapEngine)}
-AUTO_ORDER = ('hooks', 'vmap')
+ENGINES = {e.name: e for e in (FastEngine, HooksEngine, VmapEngine)}
+AUTO_ORDER = ('fast', 'hooks', 'vmap')
 
 
 def build_engine(name: str, model, batch_loss: BatchLoss,
@@ -28,5 +30,5 @@ def build_engine(name: str, model, batch_loss: BatchLoss,
 
 
 __all__ = ['AutoEngine', 'BatchLoss', 'ClippingEngine', 'TensorBatchLoss',
-           'clip_units', 'HooksEngine', 'VmapEngine', 'ENGINES',
+           'clip_units', 'FastEngine', 'HooksEngine', 'VmapEngine', 'ENGINES',
            'AUTO_ORDER', 'build_engine']

@@ -10,6 +10,25 @@ from ..per_sample import (PerSampleGradients, disable_inplace_activations,
 from .base import ClippingEngine, clip_units
 
 
+def check_same_loss(engine: ClippingEngine, private_loss: float, batch,
+                    inplace: List[str], rtol: float = 1e-4) -> None:
+    """Refuse a model whose private forward computes another loss than its
+    own forward on the same micro-batch (stock in-place activations, no
+    per-sample machinery): a module that reads a tensor through another
+    name after changing it in place would then train another network than
+    the one evaluated."""
+    with torch.no_grad(), same_random_draws(), inplace_activations(
+            engine.model, inplace):
+        reference = float(engine.batch_loss.loss(engine.model, batch))
+    if abs(private_loss - reference) > rtol * max(abs(reference), 1e-8):
+        raise NotPrivateError(
+            f'the private forward gives loss {private_loss:.6g}, the '
+            f"model's own forward {reference:.6g} on the same batch: a "
+            'module relies on in-place aliasing (e.g. `y = x[0]; y += z` '
+            f'and then reading x[0]), which the {engine.name!r} engine '
+            "changes. Use privacy.engine='vmap', or rewrite that forward")
+
+
 @contextlib.contextmanager
 def same_random_draws(seed: int = 0):
     """Run a block with seeded torch generators, then restore them."""
@@ -81,23 +100,8 @@ class HooksEngine(ClippingEngine):
             self._checked = True
         return clip_units(grads, units, max_grad_norm), loss.detach()
 
-    def check_forward(self, private_loss: float, batch,
-                      rtol: float = 1e-4) -> None:
-        """Refuse a model whose private forward computes another loss than
-        its own forward on the same micro-batch (a module that reads a
-        tensor through another name after changing it in place would then
-        train another network than the one evaluated)."""
-        with torch.no_grad(), same_random_draws(), inplace_activations(
-                self.model, self.inplace):
-            reference = float(self.batch_loss.loss(self.model, batch))
-        if abs(private_loss - reference) > rtol * max(abs(reference), 1e-8):
-            raise NotPrivateError(
-                f'the private forward gives loss {private_loss:.6g}, the '
-                f"model's own forward {reference:.6g} on the same batch: a "
-                'module relies on in-place aliasing (e.g. `y = x[0]; y += z` '
-                "and then reading x[0]), which the hooks change. Use "
-                "privacy.engine='vmap', or rewrite that forward")
-
+    def check_forward(self, private_loss: float, batch) -> None:
+        check_same_loss(self, private_loss, batch, self.inplace)
 
 def functorch_modules(model) -> List[str]:
     """Modules that Opacus hands to its functorch fallback (trainable
