@@ -1,15 +1,22 @@
-"""Time and memory of one DP-SGD step against one non-private step, and of
-the hybrid step (projection onto m public per-sample gradients + public
-features), including the PDP refresh.
+"""Time and memory of a DP step for every clipping engine against a
+non-private step on the same model and batch.
 
-Each mode runs in a fresh subprocess (this script with ``--mode ... --json``)
-so that its peak RSS is its own. The parent prints the DP/non-private ratios
-and writes one markdown section per config and device into ``--out``,
-keeping the sections of other configs and devices.
+Each measurement runs in a fresh subprocess (this script with ``--measure
+... --json``) so that its peak memory is its own: peak RSS on the CPU,
+``torch.cuda.max_memory_allocated`` on a GPU. The parent writes one markdown
+section per model preset, batch size and device into ``--out`` (keeping the
+other sections) with the ratios to the non-private step and, for the
+``fast`` engine, where the time goes (forward, backward with the per-layer
+work, norms, clipped sum). ``--shipped CONFIG`` measures a ready PDP or
+hybrid config as shipped (its batch, micro-batch, engine, projection
+storage; public set of its size; refresh included in the first step).
 
-Example:
-    python tools/benchmark_dp_step.py                  # GN-HRNet-W32, B=8
-    python tools/benchmark_dp_step.py --tiny --steps 1 --out /tmp/bench.md
+Examples:
+    python tools/benchmark_dp_step.py --preset gn-hrnet-w32 --batch-size 8
+    python tools/benchmark_dp_step.py --preset vitpose-small \\
+        --engines fast hooks vmap auto
+    python tools/benchmark_dp_step.py --shipped configs/pdp_hrnet_mpii.py
+    python tools/benchmark_dp_step.py --preset tiny --steps 1 --out /tmp/b.md
 """
 import argparse
 import datetime
@@ -22,74 +29,85 @@ import statistics
 import subprocess
 import sys
 import time
-from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
+from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 ROOT = osp.dirname(osp.dirname(osp.abspath(__file__)))
-DEFAULT_CONFIG = osp.join(ROOT, 'configs', 'dp_hrnet_mpii.py')
-TINY_CONFIG = osp.join(ROOT, 'configs', 'synthetic', 'tiny_hrnet_synthetic.py')
-MODES = ('nonprivate', 'private', 'hybrid')
+MMPOSE = 'mmpose::body_2d_keypoint/topdown_heatmap/'
+#: name -> (config, input size (W, H), privacy settings of the DP model,
+#: description)
+PRESETS = {
+    'gn-hrnet-w32': ('configs/dp_hrnet_mpii.py', (256, 256), {},
+                     'HRNet-W32, GroupNorm, heatmaps'),
+    'hrnet-w32-bn-frozen': (
+        MMPOSE + 'mpii/td-hm_hrnet-w32_8xb64-210e_mpii-256x256.py',
+        (256, 256), dict(batch_norm='freeze'),
+        'stock HRNet-W32 (BatchNorm; frozen for DP)'),
+    'hrnet-w32-partial': (
+        MMPOSE + 'mpii/td-hm_hrnet-w32_8xb64-210e_mpii-256x256.py',
+        (256, 256), dict(batch_norm='freeze', trainable=dict(
+            params=[r'^backbone\.transition3\.', r'^backbone\.stage4\.',
+                    r'^head\.'], norm_layers=True)),
+        'stock HRNet-W32, BatchNorm frozen, last stage + norms + head '
+        'trainable (the paper\'s partial fine-tuning)'),
+    'vitpose-small': (
+        MMPOSE + 'coco/td-hm_ViTPose-small_8xb64-210e_coco-256x192.py',
+        (192, 256), dict(batch_norm='freeze'),
+        'ViTPose-small (MMPretrain ViT, head BatchNorm frozen)'),
+    'tiny': ('configs/synthetic/tiny_hrnet_synthetic.py', (64, 64), {},
+             'tiny HRNet (8/16/32/64), GroupNorm'),
+}
+ENGINES = ('fast', 'hooks', 'vmap', 'auto')
 TITLE = ('# Benchmarks\n\nWritten by `tools/benchmark_dp_step.py` (time and '
          'memory of a step) and `tools/benchmark_accounting.py` (privacy '
          'accounting).')
 
 
 def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
-    """Parse the command line; ``--tiny`` picks the tiny config at 64x64."""
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument('--config', help='default: configs/dp_hrnet_mpii.py')
-    p.add_argument('--tiny', action='store_true',
-                   help='tiny synthetic HRNet at 64x64 (smoke run)')
+    p.add_argument('--preset', choices=sorted(PRESETS),
+                   default='gn-hrnet-w32')
     p.add_argument('--batch-size', type=int, default=8)
-    p.add_argument('--input-size', type=int, nargs=2, metavar=('W', 'H'),
-                   help="default: the config's codec input size")
+    p.add_argument('--engines', nargs='+', choices=ENGINES,
+                   default=list(ENGINES))
+    p.add_argument('--shipped', help='a ready PDP/hybrid config, as shipped')
     p.add_argument('--steps', type=int, default=3, help='timed steps')
     p.add_argument('--device', help='default: cuda if available, else cpu')
     p.add_argument('--threads', type=int, default=os.cpu_count() or 1,
                    help='torch CPU threads (default: all cores)')
-    p.add_argument('--public-samples', type=int, default=100,
-                   help='m, public samples of the hybrid (rank k = m)')
-    p.add_argument('--projection-dtype', default='float32',
-                   help='storage of the public gradients G')
-    p.add_argument('--no-hybrid', action='store_true',
-                   help='skip the hybrid mode')
     p.add_argument('--out', default=osp.join(ROOT, 'docs', 'benchmarks.md'))
-    p.add_argument('--mode', choices=MODES, help='measure this mode only')
-    p.add_argument('--json', action='store_true', help='with --mode: JSON')
-    args = p.parse_args(argv)
-    if args.tiny:
-        args.config = args.config or TINY_CONFIG
-        args.input_size = args.input_size or [64, 64]
-    args.config = args.config or DEFAULT_CONFIG
-    return args
+    p.add_argument('--measure', help='internal: measure this mode only')
+    p.add_argument('--json', action='store_true', help='internal')
+    return p.parse_args(argv)
 
 
-def build_model(config: str, device: str) -> Tuple[Any, Any]:
-    """The loaded ``Config`` at ``config`` and its model, in train mode."""
+# -- one measurement ----------------------------------------------------------
+def build_model(config: str, device: str, privacy: Optional[Dict] = None):
+    """The config and its model in train mode; with ``privacy``, prepared
+    as a DP run prepares it (BatchNorm, trainable parameters)."""
     import mmpose_dp  # noqa: F401  (registers the project's components)
     from mmengine.config import Config
     from mmengine.registry import init_default_scope
     from mmpose.registry import MODELS
-    cfg = Config.fromfile(config)
+    path = config if osp.isabs(config) or config.startswith('mmpose::') \
+        else osp.join(ROOT, config)
+    if path.startswith('mmpose::'):
+        import mmpose
+        path = osp.join(osp.dirname(mmpose.__file__), '.mim', 'configs',
+                        path[len('mmpose::'):])
+    cfg = Config.fromfile(path)
+    cfg.model.backbone.init_cfg = None  # offline; weights do not matter
     init_default_scope('mmpose')
-    return cfg, MODELS.build(cfg.model).to(device).train()
+    model = MODELS.build(cfg.model)
+    if privacy is not None:
+        from mmpose_dp.engine.model_preparation import prepare_private_model
+        prepare_private_model(model, dict(privacy), cfg.model, None, False,
+                              None)
+    return cfg, model.to(device).train()
 
 
-def model_name(cfg: Any) -> str:
-    """A short model description such as ``HRNet-W32, GN, HeatmapHead``."""
-    backbone = cfg.model.backbone
-    name = backbone.type
-    if name == 'HRNet':
-        name += f"-W{backbone.extra['stage4']['num_channels'][0]}"
-    norm = backbone.get('norm_cfg', {}).get('type', 'BN')
-    return f'{name}, {norm}, {cfg.model.head.type}'
-
-
-def make_batch(cfg: Any, batch: int, size: Sequence[int],
-               device: str) -> Tuple[Any, List[Any]]:
-    """Random images ``[B, 3, H, W]`` for input ``size`` (W, H) and B
-    samples with ``gt_fields.heatmaps [K, H/4, W/4]`` and
-    ``gt_instance_labels.keypoint_weights [1, K]`` (K: the head's outputs).
-    """
+def make_batch(cfg, batch: int, size: Sequence[int], device: str):
+    """Random images and heatmap targets ([K, H/4, W/4]) for ``batch``
+    samples at input ``size`` (W, H)."""
     import torch
     from mmengine.structures import InstanceData, PixelData
     from mmpose.structures import PoseDataSample
@@ -105,9 +123,9 @@ def make_batch(cfg: Any, batch: int, size: Sequence[int],
     return torch.randn(batch, 3, h, w, device=device), samples
 
 
-def raw_samples(cfg: Any, n: int, size: Sequence[int]) -> List[dict]:
-    """``n`` uncollated samples (uint8 image + targets), as a dataset
-    pipeline would give them to ``pseudo_collate``."""
+def raw_samples(cfg, n: int, size: Sequence[int]) -> List[dict]:
+    """``n`` uncollated samples (uint8 image + targets), as a pipeline gives
+    them to ``pseudo_collate``."""
     import torch
     _, samples = make_batch(cfg, n, size, 'cpu')
     w, h = size
@@ -115,106 +133,83 @@ def raw_samples(cfg: Any, n: int, size: Sequence[int]) -> List[dict]:
                  data_samples=s) for s in samples]
 
 
-def step_fn(model: Any, mode: str, batch: int,
-            hybrid: Optional[dict] = None) -> Callable[[Any, list], None]:
-    """``step(inputs, data_samples)``: one training step of ``mode``.
-
-    Args:
-        model: the model from :func:`build_model`.
-        mode: ``'nonprivate'`` (forward, backward, AdamW) or ``'private'``
-            (through ``DPOptimWrapper``: per-sample gradients clipped at
-            C=0.1, noise sigma=1.0, AdamW).
-        batch: the expected batch size of a DP step.
-    """
-    import torch
-    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-3)
-
-    def loss_of(inputs, samples):
-        return model.parse_losses(model.loss(inputs, samples))[0]
-
-    def step(inputs, samples):
-        optimizer.zero_grad(set_to_none=True)
-        loss_of(inputs, samples).backward()
-        optimizer.step()
-
-    if mode == 'nonprivate':
-        return step
+def _private_wrapper(model, optimizer, engine: str, batch: int):
     from mmpose_dp.engine import DPOptimWrapper
     from mmpose_dp.engine.mmengine_batch import MMEngineBatchLoss
+    from mmpose_dp.models import detect_loss_reduction
     from mmpose_dp.privacy import PrivacyLedger
 
     class Preprocessed(MMEngineBatchLoss):
-        def prepare(self, model, batch):  # inputs are preprocessed already
+        def prepare(self, model, batch):  # random inputs, preprocessed
             return batch
 
     ow = DPOptimWrapper(optimizer, max_grad_norm=0.1, noise_seed=0,
-                        engine='hooks')
-    ow.attach(model, 'mean', Preprocessed())
+                        engine=engine)
+    ow.attach(model, detect_loss_reduction(model), Preprocessed())
     ow.configure(noise_multiplier=1.0, sample_rate=0.01,
                  expected_batch_size=batch, ledger=PrivacyLedger(1e-5))
-    if mode == 'hybrid':
-        from mmengine.dataset import pseudo_collate
-        from mmpose_dp.engine.stages import ProjectionStage, PublicFeatureStage
-        m = hybrid['public_samples']
-        ow.stages = [
-            ProjectionStage(model, hybrid['public'], rank=m,
-                            interval=10**9, dtype=hybrid['dtype']),
-            PublicFeatureStage(model, [pseudo_collate(hybrid['features'])],
-                               weight=0.1)]
-
-    def private_step(inputs, samples):
-        ow.private_micro_batch(model, dict(inputs=inputs,
-                                           data_samples=samples),
-                               list(range(len(samples))))
-        ow.private_step()
-    return private_step
-
-
-def rss_kib() -> int:
-    """Current resident set size of this process in KiB (Linux)."""
-    with open('/proc/self/status') as f:
-        return next(int(ln.split()[1]) for ln in f if ln.startswith('VmRSS:'))
+    return ow
 
 
 def measure(args: argparse.Namespace) -> Dict[str, Any]:
-    """Build the model, take 1 warm-up and ``args.steps`` timed steps.
-
-    Returns:
-        Model facts, step times (s) and median, RSS after the build and peak
-        RSS (KiB), load average at the end; on CUDA allocated bytes too.
-    """
+    """One warm-up and ``args.steps`` timed steps of ``args.measure``
+    (``nonprivate``, an engine name, or ``shipped``)."""
     import torch
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
     cuda = args.device.startswith('cuda')
     sync = torch.cuda.synchronize if cuda else (lambda: None)
-    cfg, model = build_model(args.config, args.device)
-    size = args.input_size or list(cfg.model.head.decoder.input_size)
-    out = dict(mode=args.mode, model=model_name(cfg), input_size=size,
-               params=sum(p.numel() for p in model.parameters()
-                          if p.requires_grad), rss_build_kib=rss_kib())
-    hybrid = None
-    if args.mode == 'hybrid':
-        hybrid = dict(public_samples=args.public_samples,
-                      dtype=args.projection_dtype,
-                      public=raw_samples(cfg, args.public_samples, size),
-                      features=raw_samples(cfg, args.batch_size, size))
-        out['public_samples'] = args.public_samples
-    step = step_fn(model, args.mode, args.batch_size, hybrid)
-    inputs, samples = make_batch(cfg, args.batch_size, size, args.device)
+    mode = args.measure
+    out: Dict[str, Any] = dict(mode=mode)
+    if mode == 'shipped':
+        step, info = _shipped_step(args)
+        out.update(info)
+    else:
+        config, size, privacy, _ = PRESETS[args.preset]
+        cfg, model = build_model(config, args.device,
+                                 None if mode == 'nonprivate' else privacy)
+        out['trainable'] = sum(p.numel() for p in model.parameters()
+                               if p.requires_grad)
+        inputs, samples = make_batch(cfg, args.batch_size, size,
+                                     args.device)
+        optimizer = torch.optim.AdamW(
+            [p for p in model.parameters() if p.requires_grad], lr=1e-3)
+        if mode == 'nonprivate':
+            def step():
+                optimizer.zero_grad(set_to_none=True)
+                model.parse_losses(model.loss(inputs, samples))[0].backward()
+                optimizer.step()
+        else:
+            ow = _private_wrapper(model, optimizer, mode, args.batch_size)
+            engine = getattr(ow.engine, 'chosen', None) or ow.engine
+            batch = dict(inputs=inputs, data_samples=samples)
+
+            def step():
+                ow.private_micro_batch(model, batch,
+                                       list(range(args.batch_size)))
+                ow.private_step()
+    out['rss_build_kib'] = rss_kib()
+    if cuda:
+        torch.cuda.reset_peak_memory_stats()
     times = []
-    for _ in range(args.steps + 1):  # the first one is the warm-up
+    for i in range(args.steps + 1):  # the first one is the warm-up
+        if i == 1 and mode not in ('nonprivate', 'shipped'):
+            engine = getattr(ow.engine, 'chosen', None) or ow.engine
+            if hasattr(engine, 'timings'):
+                engine.timings.clear()
+                engine.synchronize = sync
         sync()
         start = time.perf_counter()
-        step(inputs, samples)
+        step()
         sync()
         times.append(time.perf_counter() - start)
-    if args.mode == 'hybrid':
-        from mmengine.logging import MessageHub
-        hub = MessageHub.get_current_instance()
-        out['refresh_s'] = hub.get_scalar('train/pdp_refresh_time').current()
-        out['first_step_s'] = times[0]  # includes the refresh
-    out.update(times=times[1:], median_s=statistics.median(times[1:]),
+    if mode not in ('nonprivate', 'shipped'):
+        out['engine'] = engine.name
+        if getattr(engine, 'timings', None):
+            out['breakdown'] = {k: v / args.steps
+                                for k, v in engine.timings.items()}
+    out.update(first_step_s=times[0], times=times[1:],
+               median_s=statistics.median(times[1:]),
                load=os.getloadavg()[0],
                peak_rss_kib=resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)
     if cuda:
@@ -222,19 +217,69 @@ def measure(args: argparse.Namespace) -> Dict[str, Any]:
     return out
 
 
+def _shipped_step(args):
+    """A step of a ready PDP/hybrid config as shipped: its batch, its
+    micro-batches, its engine, its public set size and projection storage,
+    random data; the first (warm-up) step includes the PDP refresh."""
+    import torch
+    from mmengine.config import Config
+    from mmengine.dataset import pseudo_collate
+    from mmpose_dp.engine.loops import split_batch
+    from mmpose_dp.engine.stages import ProjectionStage, PublicFeatureStage
+    cfg = Config.fromfile(osp.join(ROOT, args.shipped))
+    privacy = dict(cfg.privacy)
+    batch = cfg.train_dataloader.batch_size
+    size = tuple(cfg.codec.input_size)
+    _, model = build_model(args.shipped, args.device, privacy)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-3)
+    ow = _private_wrapper(model, optimizer, privacy.get('engine', 'auto'),
+                          batch)
+    m = privacy['public_data']['num_samples']
+    projection = dict(privacy['projection'])
+    stages = [ProjectionStage(model, raw_samples(cfg, m, size), **projection)]
+    if privacy.get('public_features'):
+        stages.append(PublicFeatureStage(
+            model, [pseudo_collate(raw_samples(cfg, batch, size))],
+            weight=privacy['public_features']['weight']))
+    ow.stages = stages
+    inputs, samples = make_batch(cfg, batch, size, args.device)
+    data = dict(inputs=list(inputs), data_samples=samples)
+    micro = split_batch(data, list(range(batch)),
+                        privacy.get('max_physical_batch_size'))
+
+    def step():
+        for part, units in micro:
+            ow.private_micro_batch(
+                model, dict(inputs=torch.stack(part['inputs']),
+                            data_samples=part['data_samples']), units)
+        ow.private_step()
+    info = dict(batch=batch, micro_batch=privacy.get(
+        'max_physical_batch_size'), public_samples=m,
+                projection_dtype=projection.get('dtype', 'float32'),
+                trainable=sum(p.numel() for p in ow.params))
+    return step, info
+
+
+def rss_kib() -> int:
+    with open('/proc/self/status') as f:
+        return next(int(ln.split()[1]) for ln in f if ln.startswith('VmRSS:'))
+
+
+# -- the report -------------------------------------------------------------
 def run_mode(argv: Sequence[str], mode: str) -> Dict[str, Any]:
-    """Run :func:`measure` for ``mode`` in a fresh Python; its JSON result."""
-    cmd = [sys.executable, osp.abspath(__file__), *argv, '--mode', mode,
+    """:func:`measure` of ``mode`` in a fresh Python; its JSON result (or
+    the error)."""
+    cmd = [sys.executable, osp.abspath(__file__), *argv, '--measure', mode,
            '--json']
     proc = subprocess.run(cmd, text=True, capture_output=True)
     if proc.returncode != 0:
-        raise RuntimeError(f'{mode} run failed:\n{proc.stderr[-3000:]}')
+        last = [ln for ln in proc.stderr.strip().splitlines() if ln.strip()]
+        return dict(mode=mode, error=last[-1] if last else 'failed')
     return json.loads([ln for ln in proc.stdout.splitlines()
                        if ln.startswith('{')][-1])
 
 
 def machine(device: str) -> Dict[str, str]:
-    """CPU model, core count, RAM, torch version and device, as strings."""
     import torch
     with open('/proc/cpuinfo') as f:
         cpu = next((ln.split(':', 1)[1].strip() for ln in f
@@ -248,68 +293,75 @@ def machine(device: str) -> Dict[str, str]:
                 torch=torch.__version__, device=dev)
 
 
-def table(n: Dict[str, Any], r: Dict[str, Any],
-          h: Optional[Dict[str, Any]] = None) -> List[str]:
-    """Markdown table of the non-private (n), DP (r) and hybrid (h) results,
-    with the DP/non-private ratios."""
-    cols = [n, r] + ([h] if h else [])
-    rows = [(f"Time per step (s, median of {len(r['times'])})",
-             [d['median_s'] for d in cols], '.3f')]
-    for label, key, base, scale in [
-            ('Peak RSS (GiB)', 'peak_rss_kib', None, 2**20),
-            ('RSS growth after model build (GiB)', 'peak_rss_kib',
-             'rss_build_kib', 2**20),
-            ('Peak CUDA allocated (GiB)', 'cuda_peak_bytes', None, 2**30)]:
-        if key in r:
-            rows.append((label, [(d[key] - (d[base] if base else 0)) / scale
-                                 for d in cols], '.2f'))
-    head = '| | non-private | DP-SGD | DP / non-private |'
-    rule = '|---|---:|---:|---:|'
-    if h:
-        head += f" hybrid (m = k = {h['public_samples']}) |"
-        rule += '---:|'
-    lines = [head, rule]
-    for label, vals, fmt in rows:
-        ratio = f'{vals[1] / vals[0]:.2f}x' if vals[0] > 0 else 'n/a'
-        cells = f'| {label} | {vals[0]:{fmt}} | {vals[1]:{fmt}} | {ratio} |'
-        if h:
-            cells += f' {vals[2]:{fmt}} |'
-        lines.append(cells)
-    if h:
+def _memory(d: Dict[str, Any]) -> Tuple[str, float]:
+    if 'cuda_peak_bytes' in d:
+        return 'peak CUDA allocated (GiB)', d['cuda_peak_bytes'] / 2**30
+    return 'peak RSS (GiB)', d['peak_rss_kib'] / 2**20
+
+
+def table(res: Dict[str, Dict[str, Any]]) -> List[str]:
+    base = res['nonprivate']
+    label, base_mem = _memory(base)
+    lines = [f'| step | engine used | s/step (median) | {label} | time / '
+             'non-private | memory / non-private | fast: forward / '
+             'backward / norms / clipped sum (s) |',
+             '|---|---|---:|---:|---:|---:|---|']
+    for mode, d in res.items():
+        if 'error' in d:
+            lines.append(f'| {mode} | refused | | | | | {d["error"][:160]} |')
+            continue
+        mem = _memory(d)[1]
+        parts = d.get('breakdown')
+        split = ' / '.join(f"{parts.get(k, 0):.3f}" for k in (
+            'forward', 'backward', 'norms', 'clipped_sum')) if parts else ''
         lines.append(
-            f"| PDP refresh (s; {h['public_samples']} per-sample public "
-            f"gradients, eigh, in the first step) | | | | "
-            f"{h['refresh_s']:.1f} |")
+            f"| {mode} | {d.get('engine', '')} | {d['median_s']:.3f} | "
+            f"{mem:.2f} | {d['median_s'] / base['median_s']:.2f}x | "
+            f'{mem / base_mem:.2f}x | {split} |')
     return lines
 
 
-def render(args: argparse.Namespace, argv: Sequence[str],
-           res: Dict[str, Dict[str, Any]]) -> str:
-    """The markdown section, headed ``## <config> on <device>``."""
-    m, n, r = machine(args.device), res['nonprivate'], res['private']
-    hy = res.get('hybrid')
-    (w, h), name = r['input_size'], osp.splitext(osp.basename(args.config))[0]
+def render(args, argv, res) -> str:
+    m = machine(args.device)
+    _, (w, h), privacy, description = PRESETS[args.preset]
     cmd = shlex.join(['python', 'tools/benchmark_dp_step.py', *argv])
-    times = '; '.join(f'{k} ' + ', '.join(f'{t:.3f}' for t in d['times'])
-                      for k, d in (('non-private', n), ('DP-SGD', r),
-                                   ('hybrid', hy)) if d)
+    trainable = next(d['trainable'] for d in res.values() if 'trainable' in d)
     return '\n'.join([
-        f"## {name} on {m['device']}", '', f'- Command: `{cmd}`',
+        f"## {args.preset}, batch {args.batch_size} on {m['device']}", '',
+        f'- Command: `{cmd}`',
         f'- Date: {datetime.date.today().isoformat()}',
         f"- Machine: {m['cpu']}, {m['cores']} cores, {m['ram']} RAM; torch "
-        f"{m['torch']}; device {m['device']}; {args.threads} torch threads",
-        f'- 1-min load average: {args.load:.2f} at start, '
-        f"{n['load']:.2f} / {r['load']:.2f} after the non-private / DP run",
-        f"- Model: {r['model']} (`{name}.py`), {r['params']:,} trainable "
-        'parameters',
-        f'- Batch size {args.batch_size}, input {w}x{h}; '
-        'non-private: AdamW; DP: DPOptimWrapper (per-sample clipping at '
-        'C=0.1, Gaussian noise sigma=1.0) + AdamW' + (
-            f"; hybrid: + projection onto the top-{hy['public_samples']} "
-            'subspace of as many public per-sample gradients (G in '
-            f'{args.projection_dtype}) + public-feature gradient (lambda 0.1)'
-            if hy else ''),
-        f'- Timed steps (s): {times}', '', *table(n, r, hy)]) + '\n'
+        f"{m['torch']}; {args.threads} torch threads; 1-min load "
+        f'{args.load:.2f} at start',
+        f'- Model: {description}, input {w}x{h}, {trainable:,} trainable '
+        'parameters in the DP step; random images and heatmap targets',
+        '- DP step: DPOptimWrapper (clip at C = 0.1, noise sigma = 1.0, '
+        '/ B) + AdamW, one micro-batch; non-private: forward, backward, '
+        'AdamW. Median of the timed steps after one warm-up, each mode in '
+        'its own process', '', *table(res)]) + '\n'
+
+
+def render_shipped(args, argv, d) -> str:
+    m = machine(args.device)
+    label, mem = _memory(d)
+    cmd = shlex.join(['python', 'tools/benchmark_dp_step.py', *argv])
+    name = osp.splitext(osp.basename(args.shipped))[0]
+    if 'error' in d:
+        body = [f"Failed: {d['error']}"]
+    else:
+        body = [
+            f"- Batch {d['batch']} in micro-batches of {d['micro_batch']}, "
+            f"{d['trainable']:,} trainable parameters, {d['public_samples']}"
+            f" public samples (G in {d['projection_dtype']})", '',
+            '| first step (with the PDP refresh, s) | step (s, median) | '
+            f'{label} |', '|---:|---:|---:|',
+            f"| {d['first_step_s']:.1f} | {d['median_s']:.2f} | "
+            f'{mem:.2f} |']
+    return '\n'.join([
+        f"## {name} as shipped on {m['device']}", '', f'- Command: `{cmd}`',
+        f'- Date: {datetime.date.today().isoformat()}',
+        f"- Machine: {m['cpu']}, {m['cores']} cores, {m['ram']} RAM; torch "
+        f"{m['torch']}", *body]) + '\n'
 
 
 def write_section(path: str, section: str) -> None:
@@ -327,30 +379,29 @@ def write_section(path: str, section: str) -> None:
 
 
 def main(argv: Optional[List[str]] = None) -> Dict[str, Dict[str, Any]]:
-    """Measure ``--mode`` or both modes; print and write the results."""
     argv = list(sys.argv[1:] if argv is None else argv)
     args = parse_args(argv)
     if args.device is None:
         import torch
         args.device = 'cuda' if torch.cuda.is_available() else 'cpu'
-    if args.mode:
+    if args.measure:
         res = measure(args)
         print(json.dumps(res) if args.json else res, flush=True)
-        return {args.mode: res}
-    args.load = os.getloadavg()[0]  # other work on the machine skews times
+        return {args.measure: res}
+    args.load = os.getloadavg()[0]  # other work skews CPU times
     child = [*argv, '--device', args.device]
-    modes = MODES[:2] if args.no_hybrid else MODES
-    res = {mode: run_mode(child, mode) for mode in modes}
-    n, r = res['nonprivate'], res['private']
-    for label, d in (('non-private', n), ('DP-SGD', r),
-                     ('hybrid', res.get('hybrid'))):
-        if d is None:
-            continue
-        print(f"{label:12} {d['median_s']:.3f} s/step, peak RSS "
-              f"{d['peak_rss_kib'] / 2**20:.2f} GiB")
-    print(f"ratio DP/non-private: time {r['median_s'] / n['median_s']:.2f}x,"
-          f" peak RSS {r['peak_rss_kib'] / n['peak_rss_kib']:.2f}x")
-    write_section(args.out, render(args, argv, res))
+    if args.shipped:
+        res = {'shipped': run_mode(child, 'shipped')}
+        write_section(args.out, render_shipped(args, argv, res['shipped']))
+    else:
+        res = {mode: run_mode(child, mode)
+               for mode in ['nonprivate', *args.engines]}
+        if 'error' in res['nonprivate']:
+            raise RuntimeError(res['nonprivate']['error'])
+        write_section(args.out, render(args, argv, res))
+    for mode, d in res.items():
+        print(mode, d.get('error') or f"{d['median_s']:.3f} s/step, "
+              f"{_memory(d)[0]} {_memory(d)[1]:.2f}")
     print(f'results written to {args.out}')
     return res
 

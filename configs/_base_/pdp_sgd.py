@@ -8,5 +8,5 @@ privacy = dict(
     public_data=dict(num_samples=100, seed=0),
     # or: public_data=dict(dataset=dict(type='MpiiDataset', ...)), sharing
     # no image with the private set
-    projection=dict(rank=100, interval=50, dtype='float32'),
+    projection=dict(rank=100, interval=50, dtype='bfloat16'),
 )

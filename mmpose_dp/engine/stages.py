@@ -89,7 +89,7 @@ class ProjectionStage:
     """
 
     def __init__(self, model: nn.Module, public_dataset, rank: int = 100,
-                 interval: int = 50, dtype: str = 'float32') -> None:
+                 interval: int = 50, dtype: str = 'bfloat16') -> None:
         if dtype not in STORAGE_DTYPES:
             raise ValueError(f'projection.dtype must be one of '
                              f'{sorted(STORAGE_DTYPES)}, got {dtype!r}')

@@ -4,25 +4,23 @@ import re
 from benchmark_dp_step import main, write_section
 
 
-def test_tiny_run_measures_all_modes_and_writes_ratios(tmp_path):
+def test_tiny_run_measures_every_engine_and_writes_ratios(tmp_path):
     out = tmp_path / 'bench.md'
-    res = main(['--tiny', '--steps', '1', '--device', 'cpu',
-                '--public-samples', '4', '--out', str(out)])
-    assert set(res) == {'nonprivate', 'private', 'hybrid'}
-    assert res['hybrid']['refresh_s'] > 0
+    res = main(['--preset', 'tiny', '--batch-size', '4', '--steps', '1',
+                '--device', 'cpu', '--out', str(out)])
+    assert set(res) == {'nonprivate', 'fast', 'hooks', 'vmap', 'auto'}
     for mode in res.values():
+        assert 'error' not in mode, mode
         assert len(mode['times']) == 1 and mode['median_s'] > 0
         assert mode['peak_rss_kib'] >= mode['rss_build_kib'] > 0
+    assert res['auto']['engine'] == 'fast'
+    assert set(res['fast']['breakdown']) == {'forward', 'backward', 'norms',
+                                             'clipped_sum'}
     text = out.read_text()
-    assert '## tiny_hrnet_synthetic on CPU' in text
-    assert ('| non-private | DP-SGD | DP / non-private | hybrid (m = k = 4) |'
-            in text)
-    for row in ('Time per step', 'Peak RSS (GiB)'):
-        line = next(ln for ln in text.splitlines()
-                    if ln.startswith(f'| {row}'))
-        assert re.search(r'\| [\d.]+ \| [\d.]+ \| [\d.]+x \| [\d.]+ \|$',
-                         line), line
-    assert '| PDP refresh' in text
+    assert '## tiny, batch 4 on CPU' in text
+    line = next(ln for ln in text.splitlines() if ln.startswith('| fast |'))
+    assert re.search(r'\| [\d.]+x \| [\d.]+x \| [\d.]+ / [\d.]+ / [\d.]+ / '
+                     r'[\d.]+ \|$', line), line
 
 
 def test_write_section_replaces_only_the_same_heading(tmp_path):

@@ -1,0 +1,39 @@
+#!/usr/bin/env bash
+# GPU check: on a CUDA machine, 20 private steps of configs/dp_hrnet_mpii.py on
+# generated MPII-format data through tools/train.py (epsilon logged, checkpoint
+# ledger read back), then the step benchmark on CUDA for every clipping engine
+# (and the PDP / hybrid configs as shipped), written as CUDA sections into
+# docs/benchmarks.md. Needs the stack installed (scripts/setup_env.sh, or
+# scripts/prepare_offline_cuda_env.sh offline). Logs go to $RESULTS.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+PY=${PYTHON:-$([ -x .venv/bin/python ] && echo .venv/bin/python || echo python3)}
+RESULTS=${RESULTS:-work_dirs/gpu_check}
+DATA=$RESULTS/data
+BENCH=${BENCH_OUT:-docs/benchmarks.md}
+export NO_ALBUMENTATIONS_UPDATE=1
+mkdir -p "$RESULTS"
+"$PY" -c "import torch; assert torch.cuda.is_available(), 'no CUDA device'; print(torch.cuda.get_device_name(0))"
+
+# 1. 20 private steps: 640 generated images, expected batch 32, one epoch.
+[ -f "$DATA/annotations/mpii_gt_val.mat" ] || \
+  "$PY" tools/make_synthetic_mpii.py "$DATA" --num-train 640 --num-val 64 --size 256 256
+"$PY" tools/train.py configs/dp_hrnet_mpii.py --work-dir "$RESULTS/train" --cfg-options \
+  train_dataloader.dataset.data_root="$DATA/" val_dataloader.dataset.data_root="$DATA/" \
+  val_dataloader.dataset.headbox_file="$DATA/annotations/mpii_gt_val.mat" \
+  test_dataloader.dataset.data_root="$DATA/" \
+  test_dataloader.dataset.headbox_file="$DATA/annotations/mpii_gt_val.mat" \
+  train_cfg.max_epochs=1 train_cfg.val_interval=1 default_hooks.logger.interval=5 \
+  train_dataloader.num_workers=4 2>&1 | tee "$RESULTS/train.log" | grep -E "\[privacy\]|Epoch\(val\)"
+"$PY" tools/privacy_calculator.py --checkpoint "$RESULTS/train/epoch_1.pth" | tee "$RESULTS/ledger.txt"
+
+# 2. The step benchmark on CUDA.
+bench() { "$PY" tools/benchmark_dp_step.py --device cuda --out "$BENCH" "$@" 2>&1 | tee -a "$RESULTS/bench.log"; }
+bench --preset gn-hrnet-w32 --batch-size 8
+bench --preset gn-hrnet-w32 --batch-size 32
+bench --preset hrnet-w32-bn-frozen --batch-size 32 --engines fast hooks auto
+bench --preset hrnet-w32-partial --batch-size 32 --engines fast hooks auto
+bench --preset vitpose-small --batch-size 32 --engines hooks vmap auto
+bench --shipped configs/pdp_hrnet_mpii.py
+bench --shipped configs/hybrid_hrnet_mpii.py
+echo "[gpu_check] done: $BENCH, $RESULTS"
