@@ -5,6 +5,7 @@
 # (and the PDP / hybrid configs as shipped), written as CUDA sections into
 # docs/benchmarks.md. Needs the stack installed (scripts/setup_env.sh, or
 # scripts/prepare_offline_cuda_env.sh offline). Logs go to $RESULTS.
+# PHASE=train or PHASE=bench runs one half (default: both).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=${PYTHON:-$([ -x .venv/bin/python ] && echo .venv/bin/python || echo python3)}
@@ -15,6 +16,8 @@ export NO_ALBUMENTATIONS_UPDATE=1
 mkdir -p "$RESULTS"
 "$PY" -c "import torch; assert torch.cuda.is_available(), 'no CUDA device'; print(torch.cuda.get_device_name(0))"
 
+PHASE=${PHASE:-all}
+if [ "$PHASE" != bench ]; then
 # 1. 20 private steps: 640 generated images, expected batch 32, one epoch.
 [ -f "$DATA/annotations/mpii_gt_val.mat" ] || \
   "$PY" tools/make_synthetic_mpii.py "$DATA" --num-train 640 --num-val 64 --size 256 256
@@ -26,6 +29,8 @@ mkdir -p "$RESULTS"
   train_cfg.max_epochs=1 train_cfg.val_interval=1 default_hooks.logger.interval=5 \
   train_dataloader.num_workers=4 2>&1 | tee "$RESULTS/train.log" | grep -E "\[privacy\]|Epoch\(val\)"
 "$PY" tools/privacy_calculator.py --checkpoint "$RESULTS/train/epoch_1.pth" | tee "$RESULTS/ledger.txt"
+fi
+[ "$PHASE" = train ] && exit 0
 
 # 2. The step benchmark on CUDA.
 bench() { "$PY" tools/benchmark_dp_step.py --device cuda --out "$BENCH" "$@" 2>&1 | tee -a "$RESULTS/bench.log"; }
