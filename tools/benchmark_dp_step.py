@@ -325,7 +325,9 @@ def render(args, argv, res) -> str:
     m = machine(args.device)
     _, (w, h), privacy, description = PRESETS[args.preset]
     cmd = shlex.join(['python', 'tools/benchmark_dp_step.py', *argv])
-    trainable = next(d['trainable'] for d in res.values() if 'trainable' in d)
+    trainable = next((d['trainable'] for m, d in res.items()
+                      if m != 'nonprivate' and 'trainable' in d),
+                     res['nonprivate'].get('trainable', 0))
     return '\n'.join([
         f"## {args.preset}, batch {args.batch_size} on {m['device']}", '',
         f'- Command: `{cmd}`',

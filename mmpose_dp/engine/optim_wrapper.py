@@ -83,6 +83,9 @@ class DPOptimWrapper(OptimWrapper):
         self.ledger: Optional[PrivacyLedger] = None
         self.engine_name = engine
         self.engine: Optional[ClippingEngine] = None
+        #: Audit canaries (GradientCanaries), set by tools/audit_privacy.py:
+        #: added to the clipped sum before the noise, scored on the release.
+        self.canaries = None
         self.stages: List[GradientStage] = []
         self._clipped_sum: Optional[List[torch.Tensor]] = None
 
@@ -196,8 +199,13 @@ class DPOptimWrapper(OptimWrapper):
             summed = [torch.zeros_like(p) for p in self.params]
         else:
             summed = self._clipped_sum
+        audit = self.canaries is not None and get_dist_info()[0] == 0
+        if audit:  # tools/audit_privacy.py only
+            self.canaries.add(summed)
         self.add_noise(summed)
         self.reduce(summed)
+        if audit:
+            self.canaries.observe(summed)
         self.scale(summed)
         return summed
 
