@@ -2,11 +2,14 @@
 
 Generates a private training set, a disjoint public set from a shifted
 distribution and a validation set (tools/make_synthetic_mpii.py); pretrains
-the tiny GroupNorm HRNet non-privately on the public set (the paper's
-"finetuning" strategy); fine-tunes non-private, DP-SGD, PDP, FDP and hybrid
-models from that checkpoint on the private set over an epsilon grid and
-clipping norms; evaluates every model with tools/test.py; and writes
-``results.csv``, ``results.md`` and ``pckh_vs_epsilon.png``.
+the tiny HRNet non-privately on the public set (the paper's "finetuning"
+strategy) by two routes: with GroupNorm (``groupnorm``), and with stock
+BatchNorm (``zoo``: a model-zoo checkpoint, whose BatchNorm the private
+fine-tuning freezes); fine-tunes non-private, DP-SGD, PDP, FDP and hybrid
+models from each checkpoint on the private set over an epsilon grid and
+clipping norms (the zoo route at the smallest C); evaluates every model
+with tools/test.py; and writes ``results.csv``, ``results.md`` and
+``pckh_vs_epsilon.png``.
 
 Every run is a ``tools/train.py`` + ``tools/test.py`` pair of processes.
 Finished runs are skipped, so an interrupted study resumes where it stopped.
@@ -34,15 +37,19 @@ CONFIGS = {
     'Hybrid': 'configs/synthetic/hybrid_tiny_hrnet_synthetic.py',
 }
 DP_METHODS = ('DP-SGD', 'PDP', 'FDP', 'Hybrid')
+#: Pretraining routes: the norm layers of the public model.
+ROUTES = ('groupnorm', 'zoo')
+ZOO_NORM = "model = dict(backbone=dict(norm_cfg=dict(_delete_=True, type='BN')))"
 BLUR = dict(type='PublicFeatureBlur', kernel_size=7, sigma=2.5)
 
 FULL = dict(num_private=1024, num_public=512, num_val=256, projection=64,
             pretrain_epochs=12, epochs=6, batch=64,
             epsilons=[0.5, 1.0, 2.0, 8.0], clip_norms=[0.01, 1.0],
-            headline=(1.0, 0.01))
+            headline=(1.0, 0.01), zoo_epsilons=[0.5, 1.0, 2.0, 8.0])
 QUICK = dict(num_private=128, num_public=64, num_val=32, projection=16,
              pretrain_epochs=2, epochs=1, batch=16,
-             epsilons=[1.0, 8.0], clip_norms=[0.1], headline=(1.0, 0.1))
+             epsilons=[1.0, 8.0], clip_norms=[0.1], headline=(1.0, 0.1),
+             zoo_epsilons=[8.0])
 
 
 def parse_args(argv=None):
@@ -105,18 +112,21 @@ class Study:
                       'w') as f:
                 json.dump(records[:p['projection']], f)
 
-    def pretrain(self) -> str:
-        ckpt = osp.join(self.out, 'pretrain', 'pretrained.pth')
+    def pretrain(self, route: str = 'groupnorm') -> str:
+        folder = 'pretrain' if route == 'groupnorm' else f'pretrain_{route}'
+        ckpt = osp.join(self.out, folder, 'pretrained.pth')
         if osp.exists(ckpt):
             return ckpt
-        work = osp.join(self.out, 'pretrain')
+        work = osp.join(self.out, folder)
         os.makedirs(work, exist_ok=True)
         opts = data_options(osp.join(self.out, 'public'),
                             osp.join(self.out, 'private')) + [
             f"train_cfg.max_epochs={self.plan['pretrain_epochs']}",
             f"train_cfg.val_interval={self.plan['pretrain_epochs']}",
             'train_dataloader.batch_size=32', f'randomness.seed={self.seed}']
-        run([self.py, 'tools/train.py', CONFIGS['non-private'],
+        config = (CONFIGS['non-private'] if route == 'groupnorm' else
+                  'configs/synthetic/tiny_hrnet_bn_synthetic.py')
+        run([self.py, 'tools/train.py', config,
              '--work-dir', work, '--cfg-options', *opts],
             osp.join(work, 'train.log'))
         last = osp.join(work, f"epoch_{self.plan['pretrain_epochs']}.pth")
@@ -127,19 +137,27 @@ class Study:
     def runs(self) -> List[Dict]:
         p = self.plan
         runs = [dict(method='non-private', epsilon=None, C=None,
-                     seed=self.seed),
+                     seed=self.seed, route='groupnorm'),
                 dict(method='public-features-only', epsilon=None, C=None,
-                     seed=self.seed)]
+                     seed=self.seed, route='groupnorm')]
         for c in p['clip_norms']:
             for eps in p['epsilons']:
                 for m in DP_METHODS:
                     runs.append(dict(method=m, epsilon=eps, C=c,
-                                     seed=self.seed))
+                                     seed=self.seed, route='groupnorm'))
         head_eps, head_c = p['headline']
         for s in self.headline_seeds:
             for m in DP_METHODS:
                 runs.append(dict(method=m, epsilon=head_eps, C=head_c,
-                                 seed=s))
+                                 seed=s, route='groupnorm'))
+        # The model-zoo route: BatchNorm pretraining, BN frozen when private.
+        runs.append(dict(method='non-private', epsilon=None, C=None,
+                         seed=self.seed, route='zoo'))
+        for eps in p['zoo_epsilons']:
+            for m in DP_METHODS:
+                runs.append(dict(method=m, epsilon=eps,
+                                 C=min(p['clip_norms']), seed=self.seed,
+                                 route='zoo'))
         return runs
 
     @staticmethod
@@ -147,7 +165,9 @@ class Study:
         tag = r['method'].lower().replace(' ', '_')
         if r['epsilon'] is not None:
             tag += f"_eps{r['epsilon']:g}_C{r['C']:g}"
-        return f"{tag}_seed{r['seed']}"
+        route = '' if r.get('route', 'groupnorm') == 'groupnorm' else \
+            f"_{r['route']}"
+        return f"{tag}_seed{r['seed']}{route}"
 
     def config(self, r: Dict, pretrained: str) -> str:
         """The run's config file: the method's tiny config plus overrides."""
@@ -167,6 +187,8 @@ class Study:
             "headbox_file=data_root + 'annotations/mpii_gt_val.mat'))",
             'test_dataloader = val_dataloader',
         ]
+        if r.get('route') == 'zoo':
+            lines.append(ZOO_NORM)
         dataset = ["data_root=data_root"]
         if r['method'] == 'public-features-only':
             # The tiny training pipeline with the blur after the crop: the
@@ -201,7 +223,8 @@ class Study:
             lines.append(f"privacy = dict({', '.join(privacy)})")
         return '\n'.join(lines) + '\n'
 
-    def execute(self, r: Dict, pretrained: str) -> Dict:
+    def execute(self, r: Dict, pretrained: Dict[str, str]) -> Dict:
+        pretrained = pretrained[r.get('route', 'groupnorm')]
         work = osp.join(self.out, 'runs', self.name(r))
         metrics_file = osp.join(work, 'metrics.json')
         if not osp.exists(metrics_file):
@@ -249,7 +272,7 @@ class Study:
         start = time.time()
         self.make_data()
         print('[study] data ready; pretraining on the public set', flush=True)
-        pretrained = self.pretrain()
+        pretrained = {route: self.pretrain(route) for route in ROUTES}
         runs = self.runs()
         results = []
         for i, r in enumerate(runs):
@@ -270,13 +293,16 @@ class Study:
 
 def write_results(out: str, results: List[Dict], plan: Dict,
                   seconds: float) -> None:
-    keys = ['method', 'epsilon', 'C', 'seed', 'pckh', 'pckh01',
+    keys = ['route', 'method', 'epsilon', 'C', 'seed', 'pckh', 'pckh01',
             'spent_epsilon', 'sigma', 'steps']
     with open(osp.join(out, 'results.csv'), 'w', newline='') as f:
         w = csv.DictWriter(f, fieldnames=keys)
         w.writeheader()
         for r in results:
             w.writerow({k: r.get(k) for k in keys})
+    zoo = [r for r in results if r.get('route') == 'zoo']
+    results = [r for r in results if r.get('route', 'groupnorm') ==
+               'groupnorm']
     base = {r['method']: r['pckh'] for r in results if r['epsilon'] is None}
     lines = [f'Plan: {json.dumps(plan)}; wall time {seconds / 60:.1f} min.',
              '', f"Non-private: {base.get('non-private', float('nan')):.2f}; "
@@ -300,6 +326,22 @@ def write_results(out: str, results: List[Dict], plan: Dict,
                                  f'{len(vals)} seeds)')
                 else:
                     cells.append(f'{vals[0]:.1f}' if vals else '')
+            lines.append(f'| {eps:g} | ' + ' | '.join(cells) + ' |')
+        lines.append('')
+    if zoo:
+        c = min(plan['clip_norms'])
+        zoo_base = next((r['pckh'] for r in zoo if r['epsilon'] is None),
+                        float('nan'))
+        lines += [f'Model-zoo route (stock BatchNorm pretraining; private '
+                  f'fine-tuning with BatchNorm frozen), C = {c:g}; '
+                  f'non-private fine-tuning (BatchNorm trained): '
+                  f'{zoo_base:.2f}', '',
+                  '| epsilon | ' + ' | '.join(DP_METHODS) + ' |',
+                  '|---|' + '---:|' * len(DP_METHODS)]
+        for eps in plan['zoo_epsilons']:
+            cells = [next((f"{r['pckh']:.1f}" for r in zoo
+                           if r['method'] == m and r['epsilon'] == eps), '')
+                     for m in DP_METHODS]
             lines.append(f'| {eps:g} | ' + ' | '.join(cells) + ' |')
         lines.append('')
     with open(osp.join(out, 'results.md'), 'w') as f:

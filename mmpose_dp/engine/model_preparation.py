@@ -77,7 +77,7 @@ def resolve_batch_norm_mode(settings: Dict, model_cfg, load_from: Optional[str],
     plan = checkpoint_plan(path) or {}
     trained = (plan.get('batch_norm') or {}).get('mode')
     if settings['mode'] != 'auto':
-        return settings['mode'], 'set in privacy.batch_norm'
+        return settings['mode'], 'privacy.batch_norm says so'
     if trained:
         return trained, f'the mode {osp.basename(path)} was trained with'
     if load_from:

@@ -4,6 +4,7 @@ from .compat import patch_for_per_sample_gradients
 from .group_norm_heads import GNHeatmapHead, GNSimCCHead, replace_batch_norm
 from .loss_reduction import KNOWN_LOSS_REDUCTIONS, detect_loss_reduction
 from .trainable import select_trainable, trainable_names
+from .upsample_simcc_head import UpsampleSimCCHead
 from .validation import (NotPrivateError, changed_buffers,
                          check_no_cross_sample_modules, cross_sample_modules,
                          snapshot_buffers)
@@ -12,7 +13,7 @@ __all__ = [
     'FrozenBatchNorm', 'convert_batch_norm', 'group_count', 'is_batch_norm',
     'patch_for_per_sample_gradients', 'GNHeatmapHead', 'GNSimCCHead', 'replace_batch_norm',
     'KNOWN_LOSS_REDUCTIONS', 'detect_loss_reduction', 'select_trainable',
-    'trainable_names', 'NotPrivateError', 'changed_buffers',
+    'trainable_names', 'UpsampleSimCCHead', 'NotPrivateError', 'changed_buffers',
     'check_no_cross_sample_modules', 'cross_sample_modules',
     'snapshot_buffers'
 ]

@@ -42,6 +42,8 @@ from mmpose_dp.privacy import (PerSampleGradients, clip_factors, clipped_sum,
 from mmpose_dp.privacy.engines import (FastEngine, HooksEngine, VmapEngine,
                                        build_engine)
 
+from ..conftest import ROOT
+
 STOCK_CONFIGS = osp.join(osp.dirname(mmpose.__file__), '.mim', 'configs',
                          'body_2d_keypoint')
 BATCH = 3
@@ -154,6 +156,15 @@ def _vitpose(model):
                       deconv_out_channels=(8, 8))
 
 
+def _tinyvit(model):
+    # The paper's TinyViT-SimCC shrunk: windowed attention, attention biases
+    # on the attention module, ConvBN layers.
+    model.backbone.update(
+        arch=dict(channels=[16, 32, 40, 80], num_heads=[2, 4, 5, 10],
+                  depths=[1, 1, 1, 1]), img_size=(64, 64))
+    model.head.in_channels = 80
+
+
 class Family(NamedTuple):
     """A stock config and how to shrink its model dict in place."""
     config: str  #: under mmpose's configs/body_2d_keypoint/
@@ -209,6 +220,9 @@ FAMILIES: Dict[str, Family] = {
     # MPII head; its HeatmapHead deconvolutions hard-code BatchNorm.
     'vitpose': Family('topdown_heatmap/coco/td-hm_ViTPose-small_8xb64-210e_'
                       'coco-256x192.py', _vitpose, (48, 64)),
+    # The paper's model (this project's config).
+    'tinyvit': Family(osp.join(ROOT, 'configs', '_base_',
+                               'tinyvit_simcc_mpii.py'), _tinyvit),
 }
 
 
@@ -398,6 +412,31 @@ def _micro_batched(model, per_sample: PerSampleGradients, data
         for row, p in zip(rows, per_sample.params)]
 
 
+def _masked_batch(model, params, data, reduction
+                  ) -> List[torch.Tensor]:
+    """Per parameter, ``[batch, *shape]`` per-sample gradients from the
+    whole batch with every other sample's keypoint weights set to zero
+    (plain autograd on the batch; scaled by B for a batch-mean loss).
+
+    The reference for TinyViT: torch's backward through MMPretrain's TinyViT
+    is wrong for a batch of ONE (checked against finite differences; the
+    forward is right), so micro-batches of one cannot be the reference
+    there. The masked batch never runs a batch of one."""
+    rows = [[] for _ in params]
+    for i in range(len(data['data_samples'])):
+        samples = [copy.deepcopy(s) for s in data['data_samples']]
+        for j, s in enumerate(samples):
+            if j != i:
+                s.gt_instance_labels.keypoint_weights = torch.zeros_like(
+                    s.gt_instance_labels.keypoint_weights)
+        grads = torch.autograd.grad(
+            _loss(model, data['inputs'], samples), params, allow_unused=True)
+        scale = len(samples) if reduction == 'mean' else 1
+        for row, p, g in zip(rows, params, grads):
+            row.append(torch.zeros_like(p) if g is None else g * scale)
+    return [torch.stack(row) for row in rows]
+
+
 def _clipped(rows: List[torch.Tensor], max_grad_norm: float
              ) -> Tuple[torch.Tensor, List[torch.Tensor], List[torch.Tensor]]:
     """Clip factors, clipped per-sample rows and their sum, per parameter."""
@@ -479,7 +518,9 @@ def _check_exact_clipped_per_sample_gradients(family, mode, annotations):
 
 #: Families whose per-sample gradients Opacus hooks cannot give (see
 #: test_auto_engine_takes_vmap_where_hooks_cannot).
-VMAP_ONLY = ('vitpose', )
+VMAP_ONLY = ('vitpose', 'tinyvit')
+#: Families whose per-sample reference is the masked batch (_masked_batch).
+MASKED_REFERENCE = ('tinyvit', )
 HOOKED = [f for f in FAMILIES if f not in VMAP_ONLY]
 
 
@@ -506,7 +547,9 @@ def test_vmap_engine_gives_exact_per_sample_gradients(family, annotations):
     engine = VmapEngine(model, MMEngineBatchLoss(), reduction)
     rows, losses = engine.per_sample_gradients(data)
     assert all(r.shape[0] == BATCH for r in rows)
-    refs = _micro_batched(model, engine, data)
+    refs = (_masked_batch(model, engine.params, data, reduction)
+            if family in MASKED_REFERENCE else
+            _micro_batched(model, engine, data))
     refs = [torch.zeros_like(r) if ref is None else ref
             for r, ref in zip(rows, refs)]
     for i in range(BATCH):
@@ -517,7 +560,8 @@ def test_vmap_engine_gives_exact_per_sample_gradients(family, annotations):
 
 
 #: Families with trainable layers the 'fast' engine does not know.
-FAST_REFUSES = {'rtmpose': 'ScaleNorm', 'vitpose': 'VisionTransformer'}
+FAST_REFUSES = {'rtmpose': 'ScaleNorm', 'vitpose': 'VisionTransformer',
+                'tinyvit': 'Attention'}
 
 
 @pytest.mark.parametrize('family', list(FAMILIES))
@@ -543,15 +587,23 @@ def test_fast_engine_gives_the_exact_clipped_sum_or_refuses(family,
     assert all(p.grad is None and p.requires_grad for p in fast.params)
 
 
-def test_auto_engine_takes_vmap_where_hooks_cannot(annotations):
-    # ViTPose: pos_embed sits on the backbone module itself, so Opacus hands
-    # the whole backbone (which returns a tuple) to its functorch fallback,
-    # which fails. The hooks engine refuses; auto takes vmap, exactly.
-    model, data, _, reduction = _prepared_family('vitpose', 'freeze',
+#: Why the hooks engine cannot serve the VMAP_ONLY families.
+HOOKS_REFUSE = {
+    # pos_embed sits on the backbone module itself: Opacus hands the whole
+    # backbone (which returns a tuple) to its functorch fallback, which fails.
+    'vitpose': "privacy.engine='vmap'",
+    # the attention module holds its biases and an index buffer (Opacus
+    # refuses modules with buffers); windows are also folded into the batch.
+    'tinyvit': "privacy.engine='vmap'",
+}
+
+
+@pytest.mark.parametrize('family', VMAP_ONLY)
+def test_auto_engine_takes_vmap_where_hooks_cannot(family, annotations):
+    model, data, _, reduction = _prepared_family(family, 'freeze',
                                                  annotations)
     hooks = HooksEngine(model, MMEngineBatchLoss(), reduction)
-    assert any('VisionTransformer' in m for m in hooks.functorch_modules)
-    with pytest.raises(NotPrivateError, match="privacy.engine='vmap'"):
+    with pytest.raises(NotPrivateError, match=HOOKS_REFUSE[family]):
         hooks.clipped_sum(data, list(range(BATCH)), 1.0)
     auto = build_engine('auto', model, MMEngineBatchLoss(), reduction)
     vmap = VmapEngine(model, MMEngineBatchLoss(), reduction)
@@ -559,7 +611,9 @@ def test_auto_engine_takes_vmap_where_hooks_cannot(annotations):
     max_grad_norm = 0.5 * float(per_sample_norms(rows).min())
     summed, _ = auto.clipped_sum(data, list(range(BATCH)), max_grad_norm)
     assert auto.chosen.name == 'vmap'
-    refs = _micro_batched(model, vmap, data)
+    refs = (_masked_batch(model, vmap.params, data, reduction)
+            if family in MASKED_REFERENCE else
+            _micro_batched(model, vmap, data))
     _, _, ref_total = _clipped(refs, max_grad_norm)
     whole = float(per_sample_norms([t[None] for t in ref_total]))
     worst = _worst(vmap.names, summed, ref_total, whole)

@@ -12,7 +12,10 @@ def test_quick_study_writes_table_and_plot_and_resumes(tmp_path, monkeypatch):
     assert methods == {'non-private', 'public-features-only', 'DP-SGD', 'PDP',
                        'FDP', 'Hybrid'}
     rows = list(csv.DictReader(open(out / 'results.csv')))
-    assert len(rows) == len(results) == 10
+    # GroupNorm route: 2 baselines + 4 methods x 2 epsilons; model-zoo
+    # route (BatchNorm pretraining, frozen when private): 1 + 4 x 1.
+    assert len(rows) == len(results) == 15
+    assert sum(r['route'] == 'zoo' for r in rows) == 5
     for row in rows:
         assert 0 <= float(row['pckh']) <= 100
         if row['epsilon']:
@@ -21,6 +24,11 @@ def test_quick_study_writes_table_and_plot_and_resumes(tmp_path, monkeypatch):
             assert float(row['sigma']) > 0 and int(row['steps']) > 0
     table = (out / 'results.md').read_text()
     assert '| epsilon | DP-SGD | PDP | FDP | Hybrid |' in table
+    assert 'Model-zoo route (stock BatchNorm pretraining' in table
+    import torch
+    zoo = torch.load(next((out / 'runs').glob('dp-sgd_*_zoo/epoch_1.pth')),
+                     map_location='cpu', weights_only=False)
+    assert zoo['privacy_plan']['batch_norm']['mode'] == 'freeze'
     assert (out / 'pckh_vs_epsilon.png').stat().st_size > 10_000
     # Interrupted or repeated: finished runs are not redone (no training
     # or testing process is started again).
