@@ -38,23 +38,30 @@ def _check_private_hooks_detached(wrapper) -> None:
 
 def public_per_sample_gradients(model: nn.Module, samples: Sequence,
                                 params: List[nn.Parameter],
-                                dtype: torch.dtype) -> torch.Tensor:
-    """G: one row per public sample, its gradient over ``params``.
+                                dtype: torch.dtype,
+                                group: int = 1) -> torch.Tensor:
+    """G: one row per public sample (``group=1``), its gradient over
+    ``params``; or, with ``group=b``, one row per consecutive group of b
+    samples, the gradient of their batch loss (the released code of the
+    paper: mini-batch-mean gradients, so rank at most m / b).
 
-    Each sample is its own forward/backward in eval mode (so it is
-    per-sample by construction, whatever the loss reduction), with plain
+    Each row is its own forward/backward in eval mode (per sample by
+    construction for ``group=1``, whatever the loss reduction), with plain
     autograd: nothing reaches ``p.grad`` or the private hooks. G is
-    allocated once (m x p in ``dtype``) and filled row by row, so the peak
-    is G plus one sample's gradient.
+    allocated once and filled row by row, so the peak is G plus one row's
+    gradient.
     """
     numel = sum(p.numel() for p in params)
-    G = torch.empty(len(samples), numel, dtype=dtype,
+    groups = [list(range(i, min(i + group, len(samples))))
+              for i in range(0, len(samples), group)]
+    G = torch.empty(len(groups), numel, dtype=dtype,
                     device=params[0].device)
     was_training = model.training
     model.eval()
     try:
-        for row in range(len(samples)):
-            loss = pose_loss(model, pseudo_collate([samples[row]]))
+        for row, members in enumerate(groups):
+            loss = pose_loss(model,
+                             pseudo_collate([samples[i] for i in members]))
             grads = torch.autograd.grad(loss, params, allow_unused=True)
             start = 0
             for p, g in zip(params, grads):
@@ -84,19 +91,33 @@ class ProjectionStage:
         rank: k, at most the number of public samples (paper: 100).
         interval: refresh period in steps (paper: 50).
         dtype: storage of the public gradients, 'float32', 'float16' or
-            'bfloat16' (halves the memory of G; the Gram matrix and the
-            projection are computed in float32).
+            'bfloat16' (default; halves the memory of G against float32;
+            the Gram matrix and the projection are computed in float32).
+        basis: ``'per_sample'`` (default: one public gradient per sample,
+            rank up to m) or ``'batch_mean'`` (one gradient per group of
+            ``basis_batch_size`` public samples, as the paper's released
+            code: rank at most m / basis_batch_size). Both use public data
+            only, so both cost no privacy; the rank really used is logged.
+        basis_batch_size: group size of ``'batch_mean'``.
     """
 
     def __init__(self, model: nn.Module, public_dataset, rank: int = 100,
-                 interval: int = 50, dtype: str = 'bfloat16') -> None:
+                 interval: int = 50, dtype: str = 'bfloat16',
+                 basis: str = 'per_sample',
+                 basis_batch_size: int = 25) -> None:
         if dtype not in STORAGE_DTYPES:
             raise ValueError(f'projection.dtype must be one of '
                              f'{sorted(STORAGE_DTYPES)}, got {dtype!r}')
-        if len(public_dataset) < rank:
+        if basis not in ('per_sample', 'batch_mean'):
+            raise ValueError("projection.basis must be 'per_sample' or "
+                             f"'batch_mean', got {basis!r}")
+        self.group = 1 if basis == 'per_sample' else basis_batch_size
+        rows = -(-len(public_dataset) // self.group)
+        if rows < rank:
             raise ValueError(
-                f'projection.rank={rank} exceeds the {len(public_dataset)} '
-                'public samples; lower the rank or add public samples')
+                f'projection.rank={rank} exceeds the {rows} public gradients '
+                f'({len(public_dataset)} public samples, basis {basis!r}); '
+                'lower the rank or add public samples')
         if interval < 1:
             raise ValueError('projection.interval must be >= 1')
         self.model = model
@@ -110,7 +131,8 @@ class ProjectionStage:
     def refresh(self, wrapper) -> None:
         start = time.time()
         G = public_per_sample_gradients(self.model, self.public_dataset,
-                                        wrapper.params, self.dtype)
+                                        wrapper.params, self.dtype,
+                                        self.group)
         self.subspace = PublicSubspace(G, self.rank)
         self._since_refresh = 0
         seconds = time.time() - start
@@ -120,7 +142,8 @@ class ProjectionStage:
         hub.update_scalar('train/pdp_refresh_time', seconds)
         print_log(
             f'[privacy] PDP subspace refreshed: k={self.subspace.rank} of '
-            f'{len(self.public_dataset)} public samples, captures '
+            f'{G.shape[0]} public gradients ({len(self.public_dataset)} '
+            f'samples, {self.group} per gradient), captures '
             f'{100 * self.subspace.energy:.1f}% of their gradient energy, '
             f'{G.shape[1]} parameters, G in {self.dtype}, {seconds:.1f}s',
             logger='current')

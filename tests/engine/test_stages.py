@@ -159,3 +159,21 @@ def test_public_feature_batches_are_drawn_independently(synthetic_mpii,
                    zip(public_batches, private_batches))
     # Independent draws of 16 of 64 and ~16 of 64 overlap ~4 on average.
     assert 2 < sum(overlaps) / len(overlaps) < 6
+
+
+def test_a_batch_mean_basis_has_the_rank_of_its_groups(setup):
+    # The paper's released code: 4 mini-batch-mean public gradients, so a
+    # configured rank of 100 was really 4. 'batch_mean' offers it knowingly.
+    model, dataset = setup
+    samples = [dataset[i] for i in range(8)]
+    params = [p for p in model.parameters() if p.requires_grad]
+    G = public_per_sample_gradients(model, samples, params, torch.float32,
+                                    group=4)
+    assert G.shape[0] == 2
+    per_sample = public_per_sample_gradients(model, samples[:4], params,
+                                             torch.float32)
+    # With a batch-mean loss, a group's gradient is its samples' mean.
+    assert torch.allclose(G[0], per_sample.mean(0), atol=1e-6, rtol=1e-4)
+    with pytest.raises(ValueError, match='exceeds the 2 public gradients'):
+        ProjectionStage(model, samples, rank=3, basis='batch_mean',
+                        basis_batch_size=4)

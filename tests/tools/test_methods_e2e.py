@@ -37,7 +37,8 @@ def test_method_trains_and_evaluates(method, tmp_path, synthetic_mpii):
     assert q == pytest.approx(16 / n_private)  # N_private excludes public
     assert ledger['steps'] == round(n_private / 16)
     if method != 'fdp':
-        assert 'PDP subspace refreshed: k=16 of 16 public samples' in log
+        assert 'PDP subspace refreshed: k=16 of 16 public gradients (16 ' \
+            'samples, 1 per gradient)' in log
     # What is protected and what is public: start and final log lines, the
     # checkpoint's plan, the privacy calculator.
     plan = torch.load(tmp_path / 'w' / 'epoch_1.pth', map_location='cpu',
