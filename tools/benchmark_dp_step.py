@@ -145,9 +145,9 @@ def _private_wrapper(model, optimizer, engine: str, batch: int):
 
     ow = DPOptimWrapper(optimizer, max_grad_norm=0.1, noise_seed=0,
                         engine=engine)
-    ow.attach(model, detect_loss_reduction(model), Preprocessed())
-    ow.configure(noise_multiplier=1.0, sample_rate=0.01,
-                 expected_batch_size=batch, ledger=PrivacyLedger(1e-5))
+    ow.setup(model, detect_loss_reduction(model), noise_multiplier=1.0,
+             sample_rate=0.01, expected_batch_size=batch,
+             ledger=PrivacyLedger(1e-5), batch_loss=Preprocessed())
     return ow
 
 

@@ -1,6 +1,6 @@
 """DP OptimWrapper: clip per unit -> sum -> noise once -> / B -> step."""
 import contextlib
-from typing import Callable, Dict, List, Optional
+from typing import Callable, Dict, List, Optional, Sequence
 
 import torch
 from mmengine.dist import all_reduce, get_dist_info
@@ -109,7 +109,11 @@ class DPOptimWrapper(OptimWrapper):
 
     def configure(self, noise_multiplier: float, sample_rate: float,
                   expected_batch_size: float, ledger: PrivacyLedger,
-                  max_steps: Optional[int] = None) -> None:
+                  max_steps: Optional[int] = None,
+                  stages: Sequence[GradientStage] = ()) -> None:
+        """The mechanism of the steps to come: sigma, q, the expected batch
+        (the divisor), the ledger that counts them, the step limit of the
+        budget, and the post-processing stages."""
         if noise_multiplier < 0:
             raise ValueError('noise_multiplier must be >= 0')
         self.noise_multiplier = float(noise_multiplier)
@@ -117,6 +121,20 @@ class DPOptimWrapper(OptimWrapper):
         self.expected_batch_size = float(expected_batch_size)
         self.ledger = ledger
         self.max_steps = max_steps
+        self.stages = list(stages)
+
+    def setup(self, model: nn.Module, loss_reduction: str,
+              noise_multiplier: float, sample_rate: float,
+              expected_batch_size: float, ledger: PrivacyLedger,
+              max_steps: Optional[int] = None,
+              stages: Sequence[GradientStage] = (),
+              batch_loss: Optional[BatchLoss] = None) -> 'DPOptimWrapper':
+        """:meth:`attach` and :meth:`configure` in one call (PrivacyHook
+        does them at ``before_run`` and ``before_train``)."""
+        self.attach(model, loss_reduction, batch_loss)
+        self.configure(noise_multiplier, sample_rate, expected_batch_size,
+                       ledger, max_steps, stages)
+        return self
 
     @property
     def params(self) -> List[nn.Parameter]:

@@ -1,25 +1,21 @@
 """PrivacyHook: prepare the model, calibrate, log, checkpoint, stop (HOOKS)."""
-import copy
 import math
 import time
 from typing import Dict, List, Optional
 
 from mmengine.hooks import Hook
 from mmengine.model import is_model_wrapper
-from mmengine.registry import DATASETS, HOOKS
+from mmengine.registry import HOOKS
 from mmengine.runner import BaseLoop
-from torch.utils.data import Subset
 
-from ..datasets import (PoissonBatchSampler, check_disjoint, public_set_id,
-                        record_image_keys)
-from ..models import (NotPrivateError, changed_buffers,
-                      check_no_cross_sample_modules, detect_loss_reduction,
-                      snapshot_buffers)
+from ..datasets import PoissonBatchSampler
+from ..models import (NotPrivateError, check_no_cross_sample_modules,
+                      detect_loss_reduction)
 from ..privacy import (EpsilonTracker, PrivacyLedger, plan_noise,
                        privacy_statement, statement_line)
 from .loops import DPEpochBasedTrainLoop
 from .optim_wrapper import DPOptimWrapper
-from .stages import ProjectionStage, PublicFeatureStage
+from .public_stages import build_stages, public_feature_words
 
 LEDGER_KEY = 'privacy_ledger'
 PLAN_KEY = 'privacy_plan'
@@ -146,7 +142,6 @@ class PrivacyHook(Hook):
         self.ledger: Optional[PrivacyLedger] = None
         self.tracker: Optional[EpsilonTracker] = None
         self.allowed_steps: Optional[int] = None
-        self._buffers = None
         self.training = False
         self._resumed_plan: Optional[Dict] = None
         self._plan: Optional[Dict] = None
@@ -293,7 +288,15 @@ class PrivacyHook(Hook):
         t0 = time.time()
         prior = list(self.ledger.segments)
         self._model_preparation = getattr(runner, 'private_model', {})
-        public_set, stages = self._public_set_and_stages(runner, sampler)
+        public_set, stages = build_stages(
+            self._model(runner), runner.cfg.train_dataloader,
+            runner.train_dataloader.dataset, sampler, self.public_data,
+            self.projection, self.public_features)
+        if public_set:
+            runner.logger.info(
+                f"[privacy] public set {public_set['id']}: "
+                f"{public_set['images']} whole images, "
+                f"{public_set['records']} records")
         resumed = self._resumed_plan
         if resumed is not None:
             self._check_resumed_plan(resumed, sampler.unit, public_set)
@@ -301,8 +304,7 @@ class PrivacyHook(Hook):
                            self.delta, q, remaining, prior, resumed)
         self.allowed_steps = noise.allowed_steps
         ow.configure(noise.noise_multiplier, q, sampler.expected_batch_size,
-                     self.ledger, self.allowed_steps)
-        ow.stages = stages
+                     self.ledger, self.allowed_steps, stages)
         planned = (remaining if noise.allowed_steps is None else
                    noise.allowed_steps - self.ledger.steps)
         if noise.noise_multiplier > 0:
@@ -311,8 +313,8 @@ class PrivacyHook(Hook):
         labels_public = (self.public_features is not None
                          or bool((resumed or {}).get('labels_public')))
         statement = privacy_statement(
-            sampler.unit, self._public_feature_words(), public_set,
-            labels_public)
+            sampler.unit, public_feature_words(self.public_features),
+            public_set, labels_public)
         self._plan = dict(
             version=PLAN_VERSION, unit=sampler.unit,
             batch_norm=self._model_preparation.get('batch_norm'),
@@ -369,68 +371,10 @@ class PrivacyHook(Hook):
                 f'{now}: records private so far would become public (or '
                 'the reverse). Resume with the same privacy.public_data')
 
-    def _public_set_and_stages(self, runner, sampler):
-        """Projection (PDP) and/or public-feature (FDP) stages (both make
-        the hybrid), and the public set's identity."""
-        model = self._model(runner)
-        stages, public_set = [], None
-        if self.public_data:
-            dataset, keys = self._public_dataset(runner, sampler)
-            public_set = dict(id=public_set_id(keys),
-                              images=len(set(keys)), records=len(dataset))
-            runner.logger.info(
-                f"[privacy] public set {public_set['id']}: "
-                f"{public_set['images']} whole images, "
-                f"{public_set['records']} records")
-            if self.projection is not None:
-                stages.append(ProjectionStage(model, dataset,
-                                              **self.projection))
-        if self.public_features is not None:
-            cfg = dict(self.public_features)
-            loader = build_public_feature_loader(
-                runner.cfg.train_dataloader, cfg.pop('transform', None),
-                cfg.pop('batch_size', None), cfg.pop('seed', None))
-            stages.append(PublicFeatureStage(model, loader, **cfg))
-        return public_set, stages
-
-    def _public_feature_words(self) -> Optional[str]:
-        if self.public_features is None:
-            return None
-        transform = self.public_features.get('transform') or dict(
-            type='PublicFeatureBlur')
-        args = ', '.join(f'{k}={v}' for k, v in transform.items()
-                         if k != 'type')
-        return f"{transform['type']}({args})"
-
-    def _public_dataset(self, runner, sampler):
-        """The public records and the image of each."""
-        private = runner.train_dataloader.dataset
-        if self.public_data.get('num_samples'):
-            keys = record_image_keys(private)
-            indices = sampler.public_indices
-            return Subset(private, indices), [keys[i] for i in indices]
-        dataset = DATASETS.build(copy.deepcopy(self.public_data['dataset']))
-        check_disjoint(dataset, private)
-        return dataset, record_image_keys(dataset)
-
     # -- per iteration -----------------------------------------------------
-    def before_train_iter(self, runner, batch_idx, data_batch=None) -> None:
-        if batch_idx == 0:
-            model = self._model(runner)
-            check_no_cross_sample_modules(model)
-            self._buffers = snapshot_buffers(model)
-
     def after_train_iter(self, runner, batch_idx, data_batch=None,
                          outputs=None) -> None:
         self._log_engine_choice(runner)
-        if self._buffers is not None:
-            changed = changed_buffers(self._model(runner), self._buffers)
-            self._buffers = None
-            if changed:
-                raise NotPrivateError(
-                    f'a private step changed model buffers {changed[:10]}: '
-                    'they learn from private data without noise. Remove '
-                    'the module or keep it in eval mode')
         interval = self.interval or self._logger_interval(runner)
         last = (runner.iter + 1 == runner.max_iters)
         stop = (self.allowed_steps is not None
@@ -504,29 +448,3 @@ class PrivacyHook(Hook):
                 return hook.interval
         return 50
 
-
-def build_public_feature_loader(train_loader_cfg: Dict,
-                                transform: Optional[Dict] = None,
-                                batch_size: Optional[int] = None,
-                                seed: Optional[int] = None):
-    """A loader of public features of the training records, independent of
-    the private Poisson sampler: its own shuffling sampler (seed ``None``:
-    a fresh secret one) and the training pipeline with ``transform``
-    inserted right after ``TopdownAffine``."""
-    from mmengine.runner import Runner
-    cfg = copy.deepcopy(train_loader_cfg)
-    cfg.pop('batch_sampler', None)
-    cfg['collate_fn'] = dict(type='pseudo_collate')
-    cfg['batch_size'] = batch_size or cfg.get('batch_size')
-    cfg['sampler'] = dict(type='DefaultSampler', shuffle=True)
-    if seed is not None:
-        cfg['sampler']['seed'] = seed
-    pipeline = list(cfg['dataset']['pipeline'])
-    types = [t.get('type') for t in pipeline]
-    if 'TopdownAffine' not in types:
-        raise ValueError('privacy.public_features needs a TopdownAffine step '
-                         'in train_dataloader.dataset.pipeline')
-    at = types.index('TopdownAffine') + 1
-    pipeline.insert(at, transform or dict(type='PublicFeatureBlur'))
-    cfg['dataset']['pipeline'] = pipeline
-    return Runner.build_dataloader(cfg, seed=None)

@@ -101,7 +101,9 @@ def apply_privacy(cfg: Config) -> Config:
     hooks = list(cfg.get('custom_hooks') or [])
     hook_cfg = dict(type='PrivacyHook',
                     **{k: privacy[k] for k in HOOK_KEYS if k in privacy})
-    hooks = [h for h in hooks if h.get('type') != 'PrivacyHook'] + [hook_cfg]
+    hooks = [h for h in hooks if h.get('type') not in (
+        'PrivacyHook', 'BufferGuardHook')] + [hook_cfg,
+                                               dict(type='BufferGuardHook')]
     cfg.custom_hooks = hooks
     imports = cfg.get('custom_imports') or ConfigDict(imports=[])
     if 'mmpose_dp' not in imports['imports']:

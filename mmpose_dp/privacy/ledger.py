@@ -3,14 +3,21 @@ from typing import Dict, List, Optional
 
 from .accounting import (RELATIVE_EPS_ERROR, PRVEpsilon, Segment,
                          epsilon_prv, epsilon_rdp, merge_segments)
+from .errors import NotPrivateError
 
 
 class PrivacyLedger:
     """Record of (noise_multiplier, sample_rate) per step, as segments.
 
     The ledger is what epsilon is computed from, so it travels in every
-    checkpoint; a resumed run continues it and can never reset it.
+    checkpoint; a resumed run continues it and can never reset it. Its state
+    names the mechanism it accounts for and a version, and a state of
+    another mechanism or version is refused.
     """
+
+    #: The mechanism whose steps the segments count.
+    MECHANISM = 'poisson_subsampled_gaussian'
+    VERSION = 1
 
     def __init__(self, delta: float):
         self.delta = float(delta)
@@ -40,11 +47,18 @@ class PrivacyLedger:
 
     def state_dict(self) -> Dict:
         return dict(
+            mechanism=self.MECHANISM, version=self.VERSION,
             delta=self.delta,
             segments=[list(s) for s in self.segments],
             steps=self.steps)
 
     def load_state_dict(self, state: Dict) -> None:
+        found = (state.get('mechanism'), state.get('version'))
+        if found != (self.MECHANISM, self.VERSION):
+            raise NotPrivateError(
+                f'the privacy ledger accounts for {found[0]!r} (version '
+                f'{found[1]}), this mmpose_dp for {self.MECHANISM!r} (version '
+                f'{self.VERSION}); its steps cannot be continued here')
         self.delta = float(state['delta'])
         self.segments = [
             Segment(float(s), float(q), int(n)) for s, q, n in state['segments']

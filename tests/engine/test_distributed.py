@@ -38,9 +38,9 @@ def _train(rank, world, sigma, c, noise_seed):
     net = _net()
     ow = DPOptimWrapper(torch.optim.SGD(net.parameters(), lr=1.0),
                         max_grad_norm=c, noise_seed=noise_seed)
-    ow.attach(net, 'mean', TensorBatchLoss(
-        lambda net, x, y: ((net(x) - y)**2).sum(1).mean()))
-    ow.configure(sigma, BATCH / N, BATCH, PrivacyLedger(1e-5))
+    ow.setup(net, 'mean', sigma, BATCH / N, BATCH, PrivacyLedger(1e-5),
+             batch_loss=TensorBatchLoss(
+                 lambda net, x, y: ((net(x) - y)**2).sum(1).mean()))
     x, y = _data()
     updates = []
     for batch in _batches():

@@ -30,9 +30,9 @@ def _wrapper(sigma, c, batch=4.0, seed=0, max_steps=None, lr=1.0,
     net = _Net()
     ow = DPOptimWrapper(torch.optim.SGD(net.parameters(), lr=lr),
                         max_grad_norm=c, noise_seed=seed, engine=engine)
-    ow.attach(net, 'mean', SQUARED_ERROR)
     ledger = PrivacyLedger(1e-5)
-    ow.configure(sigma, 0.01, batch, ledger, max_steps)
+    ow.setup(net, 'mean', sigma, 0.01, batch, ledger, max_steps,
+             batch_loss=SQUARED_ERROR)
     return net, ow, ledger
 
 
@@ -176,8 +176,8 @@ def test_frozen_parameters_are_excluded():
     ow = DPOptimWrapper(
         torch.optim.SGD([p for p in net.parameters() if p.requires_grad],
                         lr=1.0), max_grad_norm=0.1, noise_seed=0)
-    ow.attach(net, 'mean', SQUARED_ERROR)
-    ow.configure(1.0, 0.01, 4.0, PrivacyLedger(1e-5))
+    ow.setup(net, 'mean', 1.0, 0.01, 4.0, PrivacyLedger(1e-5),
+             batch_loss=SQUARED_ERROR)
     frozen = net.conv.weight.detach().clone()
     x, y = _data()
     _private_micro_batch(net, ow, x, y)

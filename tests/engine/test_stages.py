@@ -7,7 +7,7 @@ from mmengine.dataset import pseudo_collate
 
 from mmpose_dp.datasets import PoissonBatchSampler
 from mmpose_dp.engine import DPOptimWrapper
-from mmpose_dp.engine.privacy_hook import build_public_feature_loader
+from mmpose_dp.engine.public_stages import build_public_feature_loader
 from mmpose_dp.engine.stages import (ProjectionStage, PublicFeatureStage,
                                      pose_loss, public_per_sample_gradients)
 from mmpose_dp.privacy import (PrivacyLedger, disable_inplace_activations,
@@ -26,8 +26,7 @@ def setup(synthetic_mpii):
 def _wrapper(model, sigma=0.0, c=1e9, batch=4.0, ledger=None):
     ow = DPOptimWrapper(torch.optim.SGD(model.parameters(), lr=1.0),
                         max_grad_norm=c, noise_seed=0, engine='hooks')
-    ow.attach(model, 'mean')
-    ow.configure(sigma, 0.1, batch, ledger or PrivacyLedger(1e-5))
+    ow.setup(model, 'mean', sigma, 0.1, batch, ledger or PrivacyLedger(1e-5))
     return ow
 
 

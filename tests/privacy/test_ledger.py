@@ -25,6 +25,16 @@ def test_ledger_round_trips_through_state_dict():
     assert restored.epsilon() == pytest.approx(ledger.epsilon())
 
 
+def test_a_ledger_of_another_mechanism_or_version_is_refused():
+    from mmpose_dp.privacy import NotPrivateError
+    state = PrivacyLedger(1e-5).state_dict()
+    assert state['mechanism'] == 'poisson_subsampled_gaussian'
+    for change in (dict(mechanism='fixed_batch_gaussian'), dict(version=0),
+                   dict(mechanism=None, version=None)):
+        with pytest.raises(NotPrivateError, match='cannot be continued'):
+            PrivacyLedger(1e-5).load_state_dict(dict(state, **change))
+
+
 def test_tracker_epsilon_is_an_upper_bound_without_a_new_accountant(
         monkeypatch):
     ledger = PrivacyLedger(1e-5)

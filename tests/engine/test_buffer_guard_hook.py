@@ -1,11 +1,12 @@
-"""PrivacyHook's run-time guard against buffers learned from private data."""
+"""BufferGuardHook: the run-time guard against buffers learned from private
+data."""
 from types import SimpleNamespace
 
 import pytest
 import torch
 from torch import nn
 
-from mmpose_dp.engine import PrivacyHook
+from mmpose_dp.engine import BufferGuardHook
 from mmpose_dp.models import NotPrivateError
 
 
@@ -27,7 +28,7 @@ class _RunningMean(nn.Module):
 def test_a_step_that_changes_a_buffer_stops_the_run():
     model = _RunningMean().train()
     runner = SimpleNamespace(model=model)
-    hook = PrivacyHook(target_epsilon=1.0)
+    hook = BufferGuardHook()
     hook.before_train_iter(runner, batch_idx=0)
     model(torch.randn(4, 3))
     with pytest.raises(NotPrivateError, match=r"\['seen'\]"):
