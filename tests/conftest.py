@@ -41,6 +41,11 @@ def tiny_config(data_root: str, work_dir: str, config: str = TINY_CONFIG,
         root + 'annotations/mpii_gt_val.mat',
         'visualizer.vis_backends': [dict(type='LocalVisBackend')],
     })
+    # The mixin imports mmpose_dp while a config file is read; a dumped
+    # Config (as the tests write) carries that as custom_imports instead,
+    # as DPRunner's own dump in the work dir does.
+    cfg.custom_imports = dict(imports=['mmpose_dp'],
+                              allow_failed_imports=False)
     cfg.merge_from_dict(options)
     return cfg
 

@@ -5,7 +5,12 @@
 # The `privacy` section is turned into the DP components (DPOptimWrapper,
 # PoissonBatchSampler + dp_pseudo_collate, DPEpochBasedTrainLoop, PrivacyHook)
 # by DPRunner; the work dir's dumped config shows the result.
-custom_imports = dict(imports=['mmpose_dp'], allow_failed_imports=False)
+# Import mmpose_dp while the config is read: it registers its components and
+# makes Runner.from_cfg build a DPRunner (MMPose's own tools/train.py). Not
+# through custom_imports, which a stock config may define already (ViTPose's
+# does) while mmengine refuses a key defined in two _base_ files; DPRunner
+# adds mmpose_dp to custom_imports in the config it runs and dumps.
+__import__('mmpose_dp')
 runner_type = 'DPRunner'
 privacy = dict(
     target_epsilon=1.0,  # sigma is calibrated (PRV) for the planned steps

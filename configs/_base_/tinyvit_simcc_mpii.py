@@ -10,11 +10,11 @@
 #       checkpoint='checkpoints/tinyvit-5m_in21k-distill-pre_3rdparty_in1k.pth')
 # or load_from a public pose checkpoint (the paper fine-tunes from COCO).
 #
-# UpsampleSimCCHead and MpiiPCKhAccuracy come from mmpose_dp: this project's
-# tools/ import it; the DP mixin adds it to custom_imports (for MMPose's own
-# tools with this non-private base, add custom_imports=dict(imports=[
-# 'mmpose_dp'])). 'mmpretrain.TinyViT' is found through MMPretrain's registry.
+# UpsampleSimCCHead and MpiiPCKhAccuracy come from mmpose_dp, imported while
+# this config is read; 'mmpretrain.TinyViT' is found through MMPretrain's
+# registry.
 _base_ = ['mmpose::_base_/default_runtime.py']
+__import__('mmpose_dp')
 
 input_size = (192, 256)
 codec = dict(type='SimCCLabel', input_size=input_size, sigma=(3.0, 3.0),

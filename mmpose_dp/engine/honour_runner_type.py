@@ -6,7 +6,8 @@ with ``Runner.from_cfg(cfg)``, which ignores ``runner_type`` (MMDet's tools use
 ``RUNNERS.build``, which calls ``from_cfg`` of the named class). A DP config
 run with them would build a plain Runner and train WITHOUT differential
 privacy, silently. Importing ``mmpose_dp`` (every DP config does, through
-``custom_imports``) wraps ``Runner.from_cfg``:
+``__import__``, or ``custom_imports`` in a dumped config) wraps
+``Runner.from_cfg``:
 
 * a config naming ``runner_type='DPRunner'`` builds a DPRunner;
 * a config with a ``privacy`` section built by any other runner class (for

@@ -56,16 +56,20 @@ class DPOptimWrapper(OptimWrapper):
                  engine: str = 'auto',
                  accumulative_counts: int = 1,
                  clip_grad: Optional[dict] = None) -> None:
-        if clip_grad:
-            raise ValueError(
-                'optim_wrapper.clip_grad clips the *averaged* gradient and '
-                'gives no privacy; remove it and set privacy.max_grad_norm')
         if accumulative_counts != 1:
             raise ValueError(
                 'optim_wrapper.accumulative_counts is not supported with DP; '
                 'set privacy.max_physical_batch_size to split a logical '
                 'batch into micro-batches instead')
-        super().__init__(optimizer)
+        # MMEngine's clip_grad (stock configs such as ViTPose's) is applied
+        # to the noisy update, after the stages: post-processing, no
+        # privacy. The guarantee comes from privacy.max_grad_norm.
+        super().__init__(optimizer, clip_grad=clip_grad)
+        if clip_grad:
+            print_log(
+                f'[privacy] optim_wrapper.clip_grad={dict(clip_grad)} clips '
+                'the noisy update (post-processing); per-sample clipping is '
+                f'privacy.max_grad_norm={max_grad_norm}', logger='current')
         if max_grad_norm <= 0:
             raise ValueError(
                 f'privacy.max_grad_norm must be > 0, got {max_grad_norm}')
@@ -238,6 +242,8 @@ class DPOptimWrapper(OptimWrapper):
             grads = stage(self, grads)
         for p, g in zip(self.params, grads):
             p.grad = g
+        if self.clip_grad_kwargs:
+            self._clip_grad()
         self.optimizer.step()
         self.optimizer.zero_grad(set_to_none=True)
         self._clipped_sum = None

@@ -13,10 +13,13 @@ def test_the_31_stock_configs_are_found():
 
 def test_stock_configs_train_privately_with_only_the_mixin(tmp_path):
     # BatchNorm in backbone and head (MobileNetV2), a flow over keypoints
-    # in the loss (RLE), albumentations and a gated attention unit (RTMPose).
+    # in the loss (RLE), albumentations and a gated attention unit (RTMPose);
+    # and ViTPose-small through its own COCO config on MPII data.
     rows = main(['--out', str(tmp_path), '--num-train', '4', '--configs',
-                 'mobilenetv2', 'res50_rle', 'rtmpose-m'])
-    assert len(rows) == 3
+                 'mobilenetv2', 'res50_rle', 'rtmpose-m', '--extra'])
+    assert len(rows) == 4
+    vitpose = rows.pop()
+    assert vitpose['status'] == 'trained' and vitpose['engine'] == 'vmap'
     for row in rows:
         assert row['status'] == 'trained', row
         assert row['steps'] == 2 and 0 < row['epsilon'] <= 8.0
@@ -24,6 +27,9 @@ def test_stock_configs_train_privately_with_only_the_mixin(tmp_path):
     by_name = {r['name'].split('_')[0]: r for r in rows}
     assert 'replaced by GroupNorm' in by_name['td-hm']['batch_norm']
     assert by_name['td-reg']['patched'] == '1'
+    assert by_name['td-hm']['engine'] == 'fast'
     table = (tmp_path / 'coverage.md').read_text()
     assert '3 of 3 stock MPII top-down configs train privately' in table
-    assert json.loads((tmp_path / 'coverage.json').read_text()) == rows
+    assert 'vitpose-small (COCO config, MPII data) | trained' in table
+    assert json.loads((tmp_path / 'coverage.json').read_text()) == \
+        rows + [vitpose]
