@@ -134,10 +134,15 @@ def run_one(stock: str, data: str, out: str, python: str,
     if test.returncode != 0:
         return dict(row, status='test failed',
                     reason=_error(test.stdout + test.stderr))
+    return dict(row, **summary(work, log))
+
+
+def summary(work: str, log: str) -> Dict:
+    """What a successful run did, read from its log and metrics."""
     with open(osp.join(work, 'metrics.json')) as f:
         metrics = json.load(f)
     return dict(
-        row, status='trained',
+        status='trained',
         steps=int(_find(r'after (\d+) steps at noise_multiplier', log, 0)),
         epsilon=float(_find(r'final: \(([\d.]+),', log, 'nan')),
         trainable=int(_find(r'(\d+) trainable parameters clipped', log, 0)),
@@ -147,6 +152,19 @@ def run_one(stock: str, data: str, out: str, python: str,
         engine=_find(r'clipping engine auto: .*chose (\w+)', log,
                      _find(r"clipping engine '(\w+)'", log, '?')),
         pckh=metrics.get('PCK'))
+
+
+def rerender(out: str) -> List[Dict]:
+    """Rows of an earlier run read back from its work dirs and logs (for a
+    run written by an older version of this table)."""
+    with open(osp.join(out, 'coverage.json')) as f:
+        rows = json.load(f)
+    for row in rows:
+        if row['status'] == 'trained':
+            work = osp.join(out, osp.splitext(osp.basename(row['config']))[0])
+            with open(osp.join(work, 'train_output.log')) as f:
+                row.update(summary(work, f.read()))
+    return rows
 
 
 def markdown(rows: List[Dict]) -> str:
@@ -179,6 +197,9 @@ def main(argv=None):
     parser.add_argument('--num-train', type=int, default=8)
     parser.add_argument('--extra', action='store_true',
                         help='also the zoo models of EXTRA (ViTPose-small)')
+    parser.add_argument('--rerender', action='store_true',
+                        help='rewrite the table of an earlier run from its '
+                        'logs (with --extra: run only the extra models)')
     args = parser.parse_args(argv)
     sys.path.insert(0, osp.join(ROOT, 'tools'))
     from make_synthetic_mpii import make_synthetic_mpii
@@ -189,6 +210,8 @@ def main(argv=None):
     configs = [c for c in stock_configs()
                if not args.configs or any(s in c for s in args.configs)]
     rows = []
+    if args.rerender:
+        rows, configs = [r for r in rerender(out) if not r.get('extra')], []
     for i, stock in enumerate(configs):
         row = run_one(stock, data, out, sys.executable)
         rows.append(row)
