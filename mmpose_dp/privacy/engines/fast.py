@@ -41,12 +41,6 @@ from .base import ClippingEngine
 from .hooks import check_same_loss, same_random_draws
 
 
-def _frozen_batch_norm_type():
-    # The class lives with the models (MMEngine glue may import it there);
-    # matching by name keeps this module free of that import.
-    return 'FrozenBatchNorm'
-
-
 def _layer_kind(module: nn.Module) -> Optional[str]:
     if isinstance(module, nn.Linear):
         return 'linear'
@@ -59,7 +53,10 @@ def _layer_kind(module: nn.Module) -> Optional[str]:
         return 'group_norm'
     if isinstance(module, nn.LayerNorm):
         return 'layer_norm'
-    if type(module).__name__ == _frozen_batch_norm_type():
+    # FrozenBatchNorm (mmpose_dp.models) by its protocol: a per-channel
+    # affine map after a fixed normalisation it exposes as normalise().
+    if getattr(module, 'uses_batch_statistics', True) is False and \
+            callable(getattr(module, 'normalise', None)):
         return 'frozen_batch_norm'
     return None
 
