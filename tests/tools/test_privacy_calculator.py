@@ -3,6 +3,8 @@ import json
 import pytest
 import torch
 
+from mmpose_dp.privacy.errors import NotPrivateError
+from mmpose_dp.privacy.ledger import PrivacyLedger
 from privacy_calculator import main
 
 
@@ -29,11 +31,22 @@ def test_target_epsilon_gives_a_calibrated_sigma(capsys):
 
 def test_reads_a_checkpoint_ledger(tmp_path, capsys):
     ckpt = tmp_path / 'c.pth'
-    torch.save({'privacy_ledger': dict(delta=1e-5, steps=2250,
-                                       segments=[[1.5, 0.04, 2250]])}, ckpt)
+    ledger = PrivacyLedger(1e-5)
+    for _ in range(2250):
+        ledger.step(1.5, 0.04)
+    torch.save({'privacy_ledger': ledger.state_dict()}, ckpt)
     result = main(['--checkpoint', str(ckpt)])
+    assert result['steps'] == 2250
     assert result['epsilon_rdp'] == pytest.approx(7.33, abs=0.005)
     assert 'epsilon=' in capsys.readouterr().out
+
+
+def test_a_ledger_of_another_mechanism_is_refused(tmp_path):
+    ckpt = tmp_path / 'c.pth'
+    torch.save({'privacy_ledger': dict(delta=1e-5, steps=2250,
+                                       segments=[[1.5, 0.04, 2250]])}, ckpt)
+    with pytest.raises(NotPrivateError, match='poisson_subsampled_gaussian'):
+        main(['--checkpoint', str(ckpt)])
 
 
 def test_delta_at_least_one_over_n_is_refused():
