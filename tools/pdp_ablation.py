@@ -10,7 +10,8 @@ each, with DP-SGD beside it:
 * the public set: shifted distribution (the study's) or in-distribution
   (whole images carved out of the private training set);
 * the refresh interval: 50 steps (2 refreshes in 96 steps) or 10;
-* the optimizer: AdamW or SGD with momentum (for PDP and DP-SGD).
+* the optimizer: AdamW or SGD with momentum (for PDP and DP-SGD);
+* then the factors that help, together.
 
 It reuses the study's data and public pretraining (the same ``--out`` as
 the study, or a fresh one), runs each model through tools/train.py and
@@ -51,6 +52,14 @@ VARIANTS = {
     'pdp_sgd': ('PDP', 'SGD (lr 0.1, momentum 0.9) instead of AdamW',
                 ["optim_wrapper = dict(optimizer=dict(_delete_=True, "
                  "type='SGD', lr=0.1, momentum=0.9))"]),
+    'pdp_combined': (
+        'PDP', 'the three factors that help, together: in-distribution '
+        'public set, refresh every 10 steps, SGD',
+        ["privacy['public_data'] = dict(_delete_=True, num_samples=64, "
+         "seed=0)",
+         "privacy['projection'].update(interval=10)",
+         "optim_wrapper = dict(optimizer=dict(_delete_=True, "
+         "type='SGD', lr=0.1, momentum=0.9))"]),
     'dpsgd': ('DP-SGD', 'DP-SGD, AdamW (the study cell)', []),
     'dpsgd_sgd': ('DP-SGD', 'DP-SGD, SGD (lr 0.1, momentum 0.9)',
                   ["optim_wrapper = dict(optimizer=dict(_delete_=True, "

@@ -1,4 +1,5 @@
-"""tools/pdp_ablation.py: every variant is one change to the study's cell."""
+"""tools/pdp_ablation.py: every variant is one change to the study's cell,
+but the last PDP one, which combines the changes that help."""
 from mmengine.config import Config
 
 from pdp_ablation import VARIANTS, Ablation
@@ -29,6 +30,12 @@ def test_each_variant_changes_one_factor_of_the_cell(tmp_path):
         optimizer = configs[name].optim_wrapper.optimizer
         assert optimizer.type == 'SGD' and optimizer.momentum == 0.9
     assert configs['pdp'].optim_wrapper.optimizer.type == 'AdamW'
+    combined = configs['pdp_combined']
+    assert combined.privacy.public_data.num_samples == 64
+    assert 'dataset' not in combined.privacy.public_data
+    assert combined.privacy.projection.interval == 10
+    assert combined.privacy.projection.rank == 64
+    assert combined.optim_wrapper.optimizer.type == 'SGD'
     assert 'projection' not in configs['dpsgd'].privacy
     for name, cfg in configs.items():
         assert cfg.privacy.target_epsilon == 1.0
