@@ -20,7 +20,6 @@ tools/test.py, and writes ``pdp_ablation.csv`` and ``pdp_ablation.md``.
     python tools/pdp_ablation.py --out work_dirs/privacy_utility_study
 """
 import argparse
-import csv
 import os.path as osp
 import statistics
 import sys
@@ -28,7 +27,8 @@ import time
 from typing import Dict, List
 
 sys.path.insert(0, osp.dirname(osp.abspath(__file__)))
-from privacy_utility_study import FULL, QUICK, Study  # noqa: E402
+from privacy_utility_study import (FULL, QUICK, Study,  # noqa: E402
+                                   write_csv)
 
 #: name -> (method, description, extra config lines)
 VARIANTS = {
@@ -106,13 +106,7 @@ class Ablation(Study):
 
 def write(out: str, results: List[Dict], seconds: float,
           seeds: List[int]) -> None:
-    keys = ['variant', 'method', 'epsilon', 'C', 'seed', 'pckh', 'pckh01',
-            'spent_epsilon', 'sigma', 'steps']
-    with open(osp.join(out, 'pdp_ablation.csv'), 'w', newline='') as f:
-        w = csv.DictWriter(f, fieldnames=keys)
-        w.writeheader()
-        for r in results:
-            w.writerow({k: r.get(k) for k in keys})
+    write_csv(osp.join(out, 'pdp_ablation.csv'), results, 'variant')
     lines = [f'Seeds {seeds}; wall time {seconds / 60:.1f} min.', '',
              '| variant | what changes | PCKh@0.5 per seed | mean | '
              'vs the study cell |', '|---|---|---|---:|---:|']

@@ -291,15 +291,21 @@ class Study:
         return results
 
 
-def write_results(out: str, results: List[Dict], plan: Dict,
-                  seconds: float) -> None:
-    keys = ['route', 'method', 'epsilon', 'C', 'seed', 'pckh', 'pckh01',
+def write_csv(path: str, results: List[Dict], first: str) -> None:
+    """One row per run: ``first`` (route or variant), then its cell and
+    what it measured and spent."""
+    keys = [first, 'method', 'epsilon', 'C', 'seed', 'pckh', 'pckh01',
             'spent_epsilon', 'sigma', 'steps']
-    with open(osp.join(out, 'results.csv'), 'w', newline='') as f:
+    with open(path, 'w', newline='') as f:
         w = csv.DictWriter(f, fieldnames=keys)
         w.writeheader()
         for r in results:
             w.writerow({k: r.get(k) for k in keys})
+
+
+def write_results(out: str, results: List[Dict], plan: Dict,
+                  seconds: float) -> None:
+    write_csv(osp.join(out, 'results.csv'), results, 'route')
     zoo = [r for r in results if r.get('route') == 'zoo']
     results = [r for r in results if r.get('route', 'groupnorm') ==
                'groupnorm']
