@@ -77,11 +77,21 @@ def test_projection_refreshes_every_interval(setup):
                             rank=4, interval=2)
     ow = _wrapper(model, sigma=1.0, c=0.1)
     ow.stages = [stage]
-    seen = []
+    refreshed_at = []
+    refresh = stage.refresh
+
+    def counting_refresh(wrapper):
+        refreshed_at.append(wrapper.ledger.steps + 1)
+        refresh(wrapper)
+
+    stage.refresh = counting_refresh
+    subspaces = []
     for _ in range(5):
         ow.private_step()  # noise-only steps move the weights
-        seen.append(id(stage.subspace))
-    assert len(set(seen)) == 3  # refreshed at steps 1, 3 and 5
+        subspaces.append(stage.subspace)  # kept alive: no id() reuse
+    assert refreshed_at == [1, 3, 5]
+    assert subspaces[0] is subspaces[1] and subspaces[2] is subspaces[3]
+    assert subspaces[1] is not subspaces[2] is not subspaces[4]
 
 
 def test_projection_costs_no_privacy(setup):
