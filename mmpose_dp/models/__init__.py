@@ -1,5 +1,6 @@
 from .batch_norm import (FrozenBatchNorm, convert_batch_norm, group_count,
                          is_batch_norm)
+from . import fast_layers  # noqa: F401  (declares MMCV layers to fast)
 from .compat import patch_for_per_sample_gradients
 from .group_norm_heads import GNHeatmapHead, GNSimCCHead, replace_batch_norm
 from .loss_reduction import KNOWN_LOSS_REDUCTIONS, detect_loss_reduction

@@ -22,6 +22,8 @@ from opacus.grad_sample import register_grad_sampler
 from torch import nn
 from torch.nn.modules.batchnorm import _BatchNorm
 
+from ..privacy.engines.fast import register_fast_layer
+
 BATCH_NORM_MODES = ('freeze', 'group_norm')
 
 
@@ -128,6 +130,9 @@ class FrozenBatchNorm(nn.Module):
         trainable = self.affine and self.weight.requires_grad
         return (f'{self.num_features}, eps={self.eps}, affine={self.affine}, '
                 f'trainable_affine={trainable}, statistics=frozen')
+
+
+register_fast_layer(FrozenBatchNorm, 'frozen_batch_norm')
 
 
 @register_grad_sampler(FrozenBatchNorm)

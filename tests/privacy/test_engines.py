@@ -83,7 +83,10 @@ def _engine(name, model):
 
 
 @pytest.mark.parametrize('engine', ENGINES)
-@pytest.mark.parametrize('units', [[0, 1, 2, 3, 4, 5], [0, 0, 1, 2, 2, 2]])
+# Any labelling is valid: not sorted, a permutation of range(B) too (the
+# fast engine once took a permutation for the identity: 128 C).
+@pytest.mark.parametrize('units', [[0, 1, 2, 3, 4, 5], [0, 0, 1, 2, 2, 2],
+                                   [1, 0, 3, 2, 5, 4], [2, 2, 0, 1, 1, 0]])
 def test_engines_give_the_clipped_sum_of_per_sample_autograd(engine, units):
     torch.manual_seed(0)
     model = _Residual()
@@ -110,8 +113,8 @@ def test_hooks_refuse_a_folded_batch_dimension_and_vmap_is_exact():
         for got, want in zip(summed, expected):
             assert torch.allclose(got, want, atol=1e-6)
     assert engine.chosen.name == 'vmap'
-    assert [r.split(':')[0] for r in engine.report] == ['fast', 'hooks',
-                                                        'chose vmap']
+    assert [r.split(':')[0].split(' (')[0] for r in engine.report] == [
+        'fast', 'hooks', 'chose vmap']
     assert all('fold' in r for r in engine.report[:2])
 
 
@@ -135,7 +138,9 @@ def test_hooks_refuse_a_forward_they_would_change_others_keep_it(engine):
 def test_auto_takes_the_fastest_exact_engine():
     engine = _engine('auto', _Residual())
     engine.clipped_sum(_data(_Residual()), list(range(6)), 1.0)
-    assert engine.chosen.name == 'fast' and engine.report == ['chose fast']
+    assert engine.chosen.name == 'fast'
+    assert len(engine.report) == 1 and engine.report[0].startswith(
+        'chose fast (matches per-sample autograd')
 
 
 def test_an_unknown_engine_is_refused():

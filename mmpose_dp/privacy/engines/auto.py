@@ -7,11 +7,14 @@ from .base import ClippingEngine
 
 class AutoEngine(ClippingEngine):
     """Tries its candidates, fastest first, on the first micro-batch and
-    keeps the first that is exact for the model; an engine that cannot be
-    (folded batch dimensions, a parameter its hooks cannot reach, a forward
-    it changes) refuses with :class:`NotPrivateError`, and the next one is
-    tried. Nothing of a refused attempt is kept. The choice and the reasons
-    are in :attr:`report` (and the training log).
+    keeps the first that is exact for the model: each candidate is checked
+    against per-sample autograd on a probe batch before it sees private
+    data (:mod:`.verification`), and one that refuses (folded batch
+    dimensions, an unsupported or tied layer, a forward it changes, a
+    mismatch with the reference) or fails in any other way is dropped for
+    the next. Nothing of a dropped attempt is kept. The choice and the
+    reasons are in :attr:`report` (and the training log); they depend on
+    the model and the probe, never on private values.
 
     Args:
         candidates: engine factories ``(model, batch_loss, loss_reduction)
@@ -40,14 +43,18 @@ class AutoEngine(ClippingEngine):
                 engine = factory(self.model, self.batch_loss,
                                  self.loss_reduction)
                 result = engine.clipped_sum(batch, units, max_grad_norm)
-            except NotPrivateError as err:
+            except Exception as err:  # noqa: BLE001 (any failure: next)
                 if i == len(self.candidates) - 1:
                     raise
-                self.report.append(f'{factory.name}: {err}')
+                kind = '' if isinstance(err, NotPrivateError) else \
+                    f'{type(err).__name__}: '
+                self.report.append(f'{factory.name}: {kind}{err}')
                 for p in self.params:
                     p.grad = None
                 continue
             self.chosen = engine
-            self.report.append(f'chose {engine.name}')
+            self.report.append(
+                f'chose {engine.name} (matches per-sample autograd to '
+                f'{engine.verification_error:.1e} relative on the probe)')
             return result
         raise NotPrivateError('no clipping engine candidates')

@@ -8,13 +8,13 @@ after the clipped sum (noise, reduction over processes, scaling, stages,
 the optimizer step) is the same whichever engine produced it.
 """
 import contextlib
-from typing import Callable, List, Sequence, Tuple
+from typing import Callable, List, Optional, Sequence, Tuple
 
 import torch
 from torch import nn
 
-from ..clipping import clip_factors, clipped_sum, per_sample_norms, \
-    sum_per_unit
+from .. import clipping
+from ..clipping import sum_per_unit
 
 
 class BatchLoss:
@@ -36,6 +36,25 @@ class BatchLoss:
 
     def num_samples(self, batch) -> int:
         raise NotImplementedError
+
+    def select(self, batch, indices: Sequence[int]):
+        """The batch of the samples ``indices`` (repeats allowed), in that
+        order."""
+        raise NotImplementedError(
+            f'{type(self).__name__} cannot select samples of a batch')
+
+    def probe(self, batch, size: int, generator: torch.Generator):
+        """A batch of ``size`` samples with the structure of ``batch``
+        (shapes, dtypes, fields) and random contents: what an engine is
+        checked on before it sees private data, so that the check and its
+        log depend on no private value."""
+        raise NotImplementedError(
+            f'{type(self).__name__} cannot make a probe batch')
+
+    def to_float64(self, batch):
+        """The batch with its floating tensors in float64."""
+        raise NotImplementedError(
+            f'{type(self).__name__} cannot convert a batch to float64')
 
     def split(self, batch) -> Tuple[List[torch.Tensor], Callable]:
         """``(tensors, rebuild)``: tensors with a leading sample dimension,
@@ -63,6 +82,22 @@ class TensorBatchLoss(BatchLoss):
     def num_samples(self, batch):
         return len(batch[0])
 
+    def select(self, batch, indices):
+        index = torch.as_tensor(list(indices), dtype=torch.long)
+        return tuple(t[index.to(t.device)] for t in batch)
+
+    def probe(self, batch, size, generator):
+        # Floating tensors random; integer ones (class labels) cycled.
+        index = [i % len(batch[0]) for i in range(size)]
+        return tuple(
+            torch.randn((size, ) + t.shape[1:], generator=generator,
+                        dtype=t.dtype).to(t.device)
+            if t.is_floating_point() else t[index] for t in batch)
+
+    def to_float64(self, batch):
+        return tuple(t.double() if t.is_floating_point() else t
+                     for t in batch)
+
     def split(self, batch):
         return list(batch), lambda slices: tuple(
             t.unsqueeze(0) for t in slices)
@@ -74,8 +109,9 @@ def clip_units(grad_samples: Sequence[torch.Tensor], units: List[int],
     if units != list(range(len(units))):
         grad_samples = sum_per_unit(grad_samples, torch.tensor(units),
                                     max(units) + 1)
-    factors = clip_factors(per_sample_norms(grad_samples), max_grad_norm)
-    return clipped_sum(grad_samples, factors)
+    factors = clipping.clip_factors(clipping.per_sample_norms(grad_samples),
+                                    max_grad_norm)
+    return clipping.clipped_sum(grad_samples, factors)
 
 
 class ClippingEngine:
@@ -101,6 +137,9 @@ class ClippingEngine:
         named = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
         self.names = [n for n, _ in named]
         self.params = [p for _, p in named]
+        #: Relative error against the reference on the probe batch, once
+        #: checked (:mod:`.verification`).
+        self.verification_error: Optional[float] = None
 
     @property
     def busy(self) -> bool:
@@ -112,7 +151,20 @@ class ClippingEngine:
                     ) -> Tuple[List[torch.Tensor], torch.Tensor]:
         """``(sum over units of clip(unit gradient, C), detached loss)`` for
         one private micro-batch; ``units[i]`` is sample i's privacy unit.
-        Nothing is left in ``param.grad``."""
+        Nothing is left in ``param.grad``.
+
+        Before its first private micro-batch the engine is checked against
+        an independent per-sample reference on a random probe batch shaped
+        like this one (:func:`.verification.verify_engine`); an engine that
+        does not match refuses with :class:`NotPrivateError`."""
+        if self.verification_error is None:
+            from .verification import verify_engine
+            self.verification_error = verify_engine(self, batch)
+        return self._clipped_sum(batch, units, max_grad_norm)
+
+    def _clipped_sum(self, batch, units: List[int], max_grad_norm: float
+                     ) -> Tuple[List[torch.Tensor], torch.Tensor]:
+        """:meth:`clipped_sum` without the first-use check."""
         raise NotImplementedError
 
     def __repr__(self) -> str:

@@ -22,9 +22,11 @@ Supported trainable layers: ``Linear``, ``Conv1d/2d`` (any stride,
 padding, dilation, groups, so depthwise convolutions cost no dense
 convolution), ``ConvTranspose2d`` (as the adjoint of a convolution),
 ``GroupNorm``, ``LayerNorm`` and
-:class:`~mmpose_dp.models.FrozenBatchNorm`'s affine map. A model with
-another trainable layer, or with parameters held on a container, is refused
-(:class:`NotPrivateError`; ``'auto'`` then tries the next engine).
+:class:`~mmpose_dp.models.FrozenBatchNorm`'s affine map, matched by exact
+type (:data:`FAST_LAYERS`, :func:`register_fast_layer`). A model with
+another trainable layer (a subclass too), parameters held on a container or
+shared by two layers is refused (:class:`NotPrivateError`; ``'auto'`` then
+tries the next engine).
 """
 import contextlib
 import time
@@ -34,31 +36,46 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..clipping import NORM_EPS
+from .. import clipping
 from ..errors import NotPrivateError
 from ..per_sample import disable_inplace_activations
 from .base import ClippingEngine
 from .hooks import check_same_loss, same_random_draws
 
 
+#: Trainable layer types the engine computes exactly, by *exact* type: a
+#: subclass may change the forward (MMCV's ``ConvWS2d`` standardises its
+#: weight, MMPretrain's ``LayerNorm2d`` permutes), so it is refused unless
+#: registered itself (:func:`register_fast_layer`) with the rule of the
+#: layer whose math its forward is.
+FAST_LAYERS: Dict[type, str] = {
+    nn.Linear: 'linear',
+    nn.Conv1d: 'conv',
+    nn.Conv2d: 'conv',
+    nn.ConvTranspose2d: 'conv_transpose',
+    nn.GroupNorm: 'group_norm',
+    nn.LayerNorm: 'layer_norm',
+}
+#: The only parameter names a supported layer may own.
+_LAYER_PARAMS = {'weight', 'bias'}
+
+
+def register_fast_layer(layer_type: type, kind: str) -> None:
+    """Declare that ``layer_type``'s forward is exactly that of ``kind``
+    (``'linear'``, ``'conv'``, ``'conv_transpose'``, ``'group_norm'``,
+    ``'layer_norm'``, or ``'frozen_batch_norm'``: a per-channel affine map
+    after a fixed normalisation exposed as ``normalise()``)."""
+    kinds = set(FAST_LAYERS.values()) | {'frozen_batch_norm'}
+    if kind not in kinds:
+        raise ValueError(f'kind must be one of {sorted(kinds)}, got {kind!r}')
+    FAST_LAYERS[layer_type] = kind
+
+
 def _layer_kind(module: nn.Module) -> Optional[str]:
-    if isinstance(module, nn.Linear):
-        return 'linear'
-    if isinstance(module, (nn.Conv1d, nn.Conv2d)) and \
-            module.padding_mode == 'zeros':
-        return 'conv'
-    if isinstance(module, nn.ConvTranspose2d):
-        return 'conv_transpose'
-    if isinstance(module, nn.GroupNorm):
-        return 'group_norm'
-    if isinstance(module, nn.LayerNorm):
-        return 'layer_norm'
-    # FrozenBatchNorm (mmpose_dp.models) by its protocol: a per-channel
-    # affine map after a fixed normalisation it exposes as normalise().
-    if getattr(module, 'uses_batch_statistics', True) is False and \
-            callable(getattr(module, 'normalise', None)):
-        return 'frozen_batch_norm'
-    return None
+    kind = FAST_LAYERS.get(type(module))
+    if kind == 'conv' and module.padding_mode != 'zeros':
+        return None
+    return kind
 
 
 def _conv_weight_grad(module: nn.Module, a: torch.Tensor, g: torch.Tensor,
@@ -243,7 +260,7 @@ class _Layer:
         total = torch.zeros(self.num_units, dtype=torch.float64,
                             device=self.units.device)
         for grad in self.grads or ():
-            if self.num_units != grad.shape[0]:
+            if not _is_identity(self.units, self.num_units):
                 per_unit = grad.new_zeros((self.num_units, ) +
                                           grad.shape[1:])
                 grad = per_unit.index_add_(0, self.units, grad)
@@ -278,12 +295,18 @@ class _Layer:
         return out
 
 
+def _is_identity(units: torch.Tensor, num_units: int) -> bool:
+    """Sample i is unit i (no summing, no reordering needed)."""
+    return num_units == units.numel() and bool(
+        (units == torch.arange(num_units, device=units.device)).all())
+
+
 def _per_unit_positions(t: torch.Tensor, units: torch.Tensor,
                         num_units: int) -> torch.Tensor:
     """``[B, groups, T, d]`` -> ``[U, groups, k T, d]``: the positions of a
     unit's k samples side by side (zero-padded), so that the ghost norm of
     a unit is that of its summed gradient."""
-    if num_units == t.shape[0]:
+    if _is_identity(units, num_units):
         return t
     counts = torch.bincount(units, minlength=num_units)
     width = int(counts.max())
@@ -309,25 +332,34 @@ class FastEngine(ClippingEngine):
     def __init__(self, model, batch_loss, loss_reduction):
         super().__init__(model, batch_loss, loss_reduction)
         self.layers: Dict[nn.Module, _Layer] = {}
-        unsupported, owners = [], {}
+        unsupported, owners, tied = [], {}, []
         for name, module in model.named_modules():
-            own = [p for p in module.parameters(recurse=False)
+            own = [(n, p) for n, p in module.named_parameters(recurse=False)
                    if p.requires_grad]
             if not own:
                 continue
             kind = _layer_kind(module)
-            if kind is None:
+            if kind is None or {n for n, _ in own} - _LAYER_PARAMS:
                 unsupported.append(f'{name} ({type(module).__name__})')
                 continue
             self.layers[module] = _Layer(module, kind)
-            for p in own:
+            for n, p in own:
+                if id(p) in owners:
+                    tied.append(f'{name}.{n}')
                 owners[id(p)] = module
         if unsupported:
             raise NotPrivateError(
-                f"the 'fast' engine supports Linear, Conv1d/2d, "
-                'ConvTranspose2d, GroupNorm, '
-                f'LayerNorm and FrozenBatchNorm; trainable {unsupported[:6]} '
+                f"the 'fast' engine supports exactly Linear, Conv1d/2d, "
+                'ConvTranspose2d, GroupNorm, LayerNorm and FrozenBatchNorm '
+                '(owning only weight and bias; subclasses, which may change '
+                f'the forward, are refused); trainable {unsupported[:6]} '
                 "are not. Use privacy.engine='hooks' or 'vmap'")
+        if tied:
+            raise NotPrivateError(
+                f"the 'fast' engine needs each trainable parameter in one "
+                f'layer; {tied[:6]} are shared by several (tied weights), '
+                "whose per-sample norm is not the sum of the layers'. Use "
+                "privacy.engine='vmap'")
         # Parameter order of the sums: the engine's (model) order.
         self._slots = []
         for p in self.params:
@@ -361,11 +393,11 @@ class FastEngine(ClippingEngine):
         a = args[0].detach()
         if a.shape[0] != self._batch:
             raise NotPrivateError(
-                f'{type(module).__name__} got an input with {a.shape[0]} rows '
-                f'for the {self._batch} samples of the micro-batch: the '
-                'model folds something into the batch dimension, so one '
-                'sample would contribute several clipped gradients. Use '
-                "privacy.engine='vmap'")
+                f'{type(module).__name__} got an input with '
+                f'{a.shape[0] / self._batch:.3g} rows per sample of the '
+                'micro-batch: the model folds something into the batch '
+                'dimension, so one sample would contribute several clipped '
+                "gradients. Use privacy.engine='vmap'")
         if not output.requires_grad:
             # Nothing before this layer is trainable: start the graph here.
             leaf = output.detach().requires_grad_()
@@ -379,7 +411,7 @@ class FastEngine(ClippingEngine):
         handle.register_hook(receive)
         return output
 
-    def clipped_sum(self, batch, units, max_grad_norm):
+    def _clipped_sum(self, batch, units, max_grad_norm):
         self._batch = self.batch_loss.num_samples(batch)
         units_t = torch.tensor(units, device=self.params[0].device)
         num_units = int(units_t.max()) + 1
@@ -412,7 +444,7 @@ class FastEngine(ClippingEngine):
         scale = self._batch if self.loss_reduction == 'mean' else 1
         norms = scale * sum(layer.squared_norms()
                             for layer in self.layers.values()).sqrt()
-        unit_factors = (max_grad_norm / (norms + NORM_EPS)).clamp(max=1.0)
+        unit_factors = clipping.clip_factors(norms, max_grad_norm)
         factors = scale * unit_factors[units_t]  # each sample its unit's
         start = self._tick('norms', start)
         sums = {layer: layer.clipped_sums(factors)

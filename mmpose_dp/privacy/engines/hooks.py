@@ -76,7 +76,7 @@ class HooksEngine(ClippingEngine):
     def busy(self) -> bool:
         return self.per_sample.attached
 
-    def clipped_sum(self, batch, units, max_grad_norm):
+    def _clipped_sum(self, batch, units, max_grad_norm):
         try:
             with (contextlib.nullcontext() if self._checked
                   else same_random_draws()):

@@ -68,7 +68,7 @@ class VmapEngine(ClippingEngine):
             grads, losses = per_sample(detached, *tensors)
         return [grads[n] for n in self.names], losses
 
-    def clipped_sum(self, batch, units, max_grad_norm):
+    def _clipped_sum(self, batch, units, max_grad_norm):
         grads, losses = self.per_sample_gradients(batch)
         loss = losses.mean() if self.loss_reduction == 'mean' else \
             losses.sum()
