@@ -7,11 +7,103 @@ from typing import Dict, List, Tuple
 import numpy as np
 import torch
 from mmengine.model import is_model_wrapper
+from mmengine.structures import BaseDataElement
 
 from ..privacy.engines import BatchLoss
 
-#: Data fields of a PoseDataSample whose tensors the loss reads.
-LABEL_FIELDS = ('gt_fields', 'gt_instance_labels')
+#: A leaf of a data sample: (data field, key) or (data field, key, list
+#: index); e.g. ('gt_fields', 'heatmaps') or ('gt_fields', 'heatmaps', 2)
+#: for the third level of MSPN's multi-level heatmaps.
+Path = Tuple
+
+
+def data_paths(sample: BaseDataElement) -> List[Path]:
+    """The leaves of a sample's data fields: one per value of a nested
+    data element (``gt_instances``, ``gt_instance_labels``, ``gt_fields``),
+    one per item of a list-valued one."""
+    paths = []
+    for field in sample.keys():
+        element = sample.get(field)
+        if not isinstance(element, BaseDataElement):
+            paths.append((field, ))
+            continue
+        for key in element.keys():
+            value = element.get(key)
+            if isinstance(value, (list, tuple)):
+                paths += [(field, key, i) for i in range(len(value))]
+            else:
+                paths.append((field, key))
+    return paths
+
+
+def get_path(sample: BaseDataElement, path: Path):
+    value = sample.get(path[0])
+    for step in path[1:]:
+        value = value[step] if isinstance(step, int) else value.get(step)
+    return value
+
+
+def set_path(sample: BaseDataElement, path: Path, value) -> None:
+    """Set a leaf of ``sample`` only: its nested element is copied first
+    (``clone()`` is shallow, so the element may be another sample's)."""
+    if len(path) == 1:
+        sample.set_field(value, path[0])
+        return
+    element = sample.get(path[0]).clone()
+    if len(path) == 3:  # an item of a list-valued field
+        items = list(element.get(path[1]))
+        items[path[2]] = value
+        value = items
+    element.set_field(value, path[1])
+    sample.set_field(element, path[0])
+
+
+def delete_path(sample: BaseDataElement, path: Path) -> None:
+    if len(path) == 1:
+        delattr(sample, path[0])
+        return
+    element = sample.get(path[0]).clone()
+    if path[1] in element:
+        delattr(element, path[1])
+    sample.set_field(element, path[0])
+
+
+def _stackable(values) -> bool:
+    return all(torch.is_tensor(v) for v in values) and len(
+        {tuple(v.shape) for v in values}) == 1
+
+
+def _all_equal(values) -> bool:
+    first = values[0]
+    try:
+        for v in values[1:]:
+            if isinstance(first, np.ndarray) or isinstance(v, np.ndarray):
+                if not (isinstance(first, np.ndarray) and isinstance(
+                        v, np.ndarray) and np.array_equal(first, v)):
+                    return False
+            elif torch.is_tensor(first) or torch.is_tensor(v):
+                if not (torch.is_tensor(first) and torch.is_tensor(v)
+                        and first.shape == v.shape and torch.equal(first, v)):
+                    return False
+            elif not bool(first == v):
+                return False
+    except Exception:  # noqa: BLE001 (not comparable: treat as different)
+        return False
+    return True
+
+
+def _random_like(value, generator: torch.Generator):
+    """Random contents of ``value``'s shape: floating tensors and arrays
+    uniform in [0, 1); integer, boolean and other values kept."""
+    if torch.is_tensor(value) and value.is_floating_point():
+        return torch.rand(value.shape, generator=generator,
+                          dtype=value.dtype).to(value.device)
+    if isinstance(value, np.ndarray) and np.issubdtype(value.dtype,
+                                                       np.floating):
+        noise = torch.rand(value.shape, generator=generator,
+                           dtype=torch.float64)
+        return noise.numpy().astype(value.dtype)
+    return value
 
 
 def _shapes_only(x, unzip=False):
@@ -60,26 +152,59 @@ class MMEngineBatchLoss(BatchLoss):
     def num_samples(self, batch):
         return len(batch['inputs'])
 
-    def split(self, batch) -> Tuple[List[torch.Tensor], object]:
+    def select(self, batch, indices):
         samples = batch['data_samples']
-        keys: List[Tuple[str, str]] = []
-        for field in LABEL_FIELDS:
-            if field in samples[0]:
-                keys += [(field, k) for k, v in samples[0].get(field).items()
-                         if torch.is_tensor(v)]
-        tensors = [batch['inputs']] + [
-            torch.stack([s.get(f).get(k) for s in samples]) for f, k in keys]
-        template = samples[0]
+        index = torch.as_tensor(list(indices), dtype=torch.long,
+                                device=batch['inputs'].device)
+        return dict(inputs=batch['inputs'][index],
+                    data_samples=[samples[i].clone() for i in indices])
+
+    def probe(self, batch, size, generator):
+        samples = batch['data_samples']
+        inputs = batch['inputs']
+        picked = [samples[i % len(samples)].clone() for i in range(size)]
+        for sample in picked:
+            for path in data_paths(sample):
+                value = get_path(sample, path)
+                set_path(sample, path, _random_like(value, generator))
+        noise = torch.randn((size, ) + inputs.shape[1:], generator=generator,
+                            dtype=inputs.dtype).to(inputs.device)
+        return dict(inputs=noise, data_samples=picked)
+
+    def to_float64(self, batch):
+        samples = [s.clone() for s in batch['data_samples']]
+        for sample in samples:
+            for path in data_paths(sample):
+                value = get_path(sample, path)
+                if torch.is_tensor(value) and value.is_floating_point():
+                    set_path(sample, path, value.double())
+        return dict(inputs=batch['inputs'].double(), data_samples=samples)
+
+    def split(self, batch) -> Tuple[List[torch.Tensor], object]:
+        """Every per-sample field goes into ``vmap``: tensors, and tensors
+        in lists (MSPN/RSN's multi-level heatmaps), of every data field of
+        the samples. A non-tensor field or metainfo key that differs between
+        the samples cannot be split: it is removed from the template, so a
+        loss that reads it fails instead of reading sample 0's value."""
+        samples = batch['data_samples']
+        template = samples[0].clone()
+        vmapped: List[Tuple] = []
+        tensors = [batch['inputs']]
+        for path in data_paths(template):
+            values = [get_path(s, path) for s in samples]
+            if _stackable(values):
+                vmapped.append(path)
+                tensors.append(torch.stack(values))
+            elif not _all_equal(values):
+                delete_path(template, path)
+        for key in list(template.metainfo_keys()):
+            if not _all_equal([s.metainfo.get(key) for s in samples]):
+                delattr(template, key)
 
         def rebuild(slices) -> Dict:
             sample = template.clone()
-            fields: Dict[str, Dict] = {}
-            for (field, key), value in zip(keys, slices[1:]):
-                fields.setdefault(field, {})[key] = value
-            for field, values in fields.items():
-                data = sample.get(field).new()
-                data.set_data(values)
-                sample.set_field(data, field)
+            for path, value in zip(vmapped, slices[1:]):
+                set_path(sample, path, value)
             return dict(inputs=slices[0].unsqueeze(0), data_samples=[sample])
 
         return tensors, rebuild
