@@ -19,7 +19,46 @@ KNOWN_LOSS_REDUCTIONS: Dict[str, Union[str, Callable[[nn.Module], str]]] = {
     'SmoothL1Loss': 'mean',  # mean over B * K * 2
     # loss / len(loss) = / B with size_average, else a plain sum
     'RLELoss': lambda loss: 'mean' if loss.size_average else 'sum',
+    # per-sample top-k over keypoints, then a mean over the batch (MSPN/RSN)
+    'KeypointOHKMMSELoss': 'mean',
 }
+#: Losses that combine samples before their per-sample terms are formed;
+#: refused whatever the config declares.
+CROSS_SAMPLE_LOSSES = {
+    'BoneLoss': 'compares the batch means of predicted and target bone '
+                'lengths',
+}
+#: Modules that only hold loss modules (checked one by one).
+LOSS_CONTAINERS = ('ModuleList', 'ModuleDict', 'Sequential', 'CombinedLoss',
+                   'MultipleLossWrapper')
+
+
+def _is_loss(name: str, module: nn.Module) -> bool:
+    """A loss module: a known one, one of MMPose's losses, or a registered
+    module under a ``loss*`` name (``head.loss_module``, inside a
+    ``ModuleList``/``ModuleDict`` too)."""
+    from mmpose.registry import MODELS
+    cls = type(module).__name__
+    if cls in KNOWN_LOSS_REDUCTIONS or cls in CROSS_SAMPLE_LOSSES:
+        return True
+    if type(module).__module__.startswith('mmpose.models.losses'):
+        return True
+    return (any(part.startswith('loss') for part in name.split('.'))
+            and MODELS.get(cls) is type(module))
+
+
+def loss_modules(model: nn.Module):
+    """``(name, module)`` of every loss module of ``model``, containers
+    looked into, a loss's own submodules (RLE's flow) not."""
+    inside = []
+    for name, module in model.named_modules():
+        if any(name.startswith(p + '.') for p in inside):
+            continue
+        if type(module).__name__ in LOSS_CONTAINERS or not _is_loss(
+                name, module):
+            continue
+        inside.append(name)
+        yield name, module
 
 
 def detect_loss_reduction(model: nn.Module,
@@ -35,16 +74,19 @@ def detect_loss_reduction(model: nn.Module,
         NotPrivateError: no loss found, mixed reductions, or an unknown loss
             without a declaration.
     """
-    from mmpose.registry import MODELS
-
     found = {}
-    for name, module in model.named_modules():
+    for name, module in loss_modules(model):
         cls = type(module).__name__
+        if cls in CROSS_SAMPLE_LOSSES:
+            raise NotPrivateError(
+                f'{cls} (at {name}) {CROSS_SAMPLE_LOSSES[cls]}: each '
+                "sample's gradient depends on the others, so no per-sample "
+                'clipping bounds its sensitivity. Remove it from the loss '
+                'for private training')
         if cls in KNOWN_LOSS_REDUCTIONS:
             known = KNOWN_LOSS_REDUCTIONS[cls]
             found[name] = known(module) if callable(known) else known
-        elif (name.split('.')[-1].startswith('loss')
-              and MODELS.get(cls) is type(module)):
+        else:
             if declared is None:
                 raise NotPrivateError(
                     f'cannot tell how {cls} (at {name}) reduces over the '

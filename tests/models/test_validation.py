@@ -61,10 +61,31 @@ def test_loss_reductions_are_detected():
 
 def test_unknown_loss_is_refused_unless_declared():
     model = _estimator(dict(type='GN', num_groups=4),
-                       loss=dict(type='KeypointOHKMMSELoss'))
+                       loss=dict(type='AdaptiveWingLoss'))
     with pytest.raises(NotPrivateError, match="loss_reduction='mean'"):
         detect_loss_reduction(model)
     assert detect_loss_reduction(model, declared='mean') == 'mean'
+
+
+def test_losses_held_in_a_module_list_are_each_checked():
+    # MSPN/RSN heads keep one loss per stage in a ModuleList; a batch-mixing
+    # BoneLoss there was taken for a per-sample mean (only names ending in
+    # 'loss*' were looked at, and 'head.loss_module.1' ends in '1').
+    model = _estimator(dict(type='GN', num_groups=4))
+    model.head.loss_module = nn.ModuleList(
+        [MODELS.build(dict(type='KeypointMSELoss')),
+         MODELS.build(dict(type='BoneLoss', joint_parents=[0] * 16))])
+    with pytest.raises(NotPrivateError,
+                       match=r'BoneLoss \(at head\.loss_module\.1\)'):
+        detect_loss_reduction(model)
+    with pytest.raises(NotPrivateError, match='BoneLoss'):
+        detect_loss_reduction(model, declared='mean')
+    model.head.loss_module[1] = MODELS.build(dict(type='AdaptiveWingLoss'))
+    with pytest.raises(NotPrivateError, match=r'head\.loss_module\.1'):
+        detect_loss_reduction(model)
+    model.head.loss_module[1] = MODELS.build(
+        dict(type='KeypointOHKMMSELoss', topk=4))
+    assert detect_loss_reduction(model) == 'mean'
 
 
 def test_declaration_cannot_contradict_a_known_loss():
