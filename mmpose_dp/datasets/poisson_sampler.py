@@ -9,7 +9,8 @@ from mmengine.registry import DATA_SAMPLERS
 from torch.utils.data import Sampler
 
 from ..privacy import secret_seed
-from .privacy_units import check_unit, group_by_image, record_image_keys
+from .privacy_units import (check_unit, group_by_image, record_image_keys,
+                            record_unit_keys)
 from .public_split import carve_public_images, public_set_id
 
 
@@ -31,8 +32,9 @@ def shared_secret_seed() -> int:
 class PoissonBatchSampler(Sampler):
     """Each private unit joins each step independently with rate q.
 
-    A unit is one person record (``unit='instance'``) or one image with all
-    its records (``unit='image'``). ``q = batch_size * world_size /
+    A unit is one person record with its repeats (``unit='instance'``) or
+    one image with all its records (``unit='image'``), images compared by
+    content. ``q = batch_size * world_size /
     N_private``, where ``batch_size`` is the expected number of units per
     process and N_private the number of private units. The draw is global:
     every process draws the same units and keeps its share (whole units,
@@ -68,21 +70,20 @@ class PoissonBatchSampler(Sampler):
                  steps_per_epoch: Optional[int] = None) -> None:
         dataset = getattr(sampler, 'dataset', sampler)
         self.unit = check_unit(unit)
-        keys = (record_image_keys(dataset)
-                if unit == 'image' or public_samples else None)
+        unit_keys = record_unit_keys(dataset, unit)
         self.public_indices: List[int] = []
         self.public_set_id: Optional[str] = None
         if public_samples:
+            keys = (unit_keys if unit == 'image' else
+                    record_image_keys(dataset))
             self.public_indices = carve_public_images(keys, public_samples,
                                                       public_seed)
             self.public_set_id = public_set_id(
                 [keys[i] for i in self.public_indices])
         public = set(self.public_indices)
-        if unit == 'image':
-            units = [g for g in group_by_image(keys) if g[0] not in public]
-        else:
-            units = [np.array([i], dtype=np.int64) for i in range(len(dataset))
-                     if i not in public]
+        # A unit's records are drawn together: an image's people (by image
+        # content), or a record and its repeats (RepeatDataset).
+        units = [g for g in group_by_image(unit_keys) if g[0] not in public]
         if not units:
             raise ValueError('the private training set is empty')
         self.units = units

@@ -12,7 +12,8 @@ from typing import List, Sequence
 import numpy as np
 
 from ..privacy import NotPrivateError
-from .privacy_units import group_by_image, record_image_keys
+from .privacy_units import (group_by_image, record_image_keys,
+                            record_image_paths)
 
 
 def carve_public_images(keys: Sequence[str], num_public: int,
@@ -49,30 +50,36 @@ def carve_public_images(keys: Sequence[str], num_public: int,
 
 
 def public_set_id(keys: Sequence[str]) -> str:
-    """A short fingerprint of a public set: the hash of its image file
-    names (not their folders, so it survives moving the data).
+    """A short fingerprint of a public set: the hash of its images' content
+    fingerprints (file names for keys that are paths), so it survives
+    moving and renaming the data.
 
     Stored in the privacy plan, so a resumed run can check that it uses the
     same public set (which images are public is no secret)."""
-    names = sorted({osp.basename(k) for k in keys})
+    names = sorted({k if k.startswith('sha256:') else osp.basename(k)
+                    for k in keys})
     digest = hashlib.sha256('\n'.join(names).encode())
     return digest.hexdigest()[:16]
 
 
 def shared_images(public, private) -> List[str]:
-    """Image files that hold records of both data sets."""
-    return sorted(set(record_image_keys(public))
-                  & set(record_image_keys(private)))
+    """Image files of the public set whose content is also an image of a
+    private record (compared by the hash of the file bytes, not by path)."""
+    private_keys = set(record_image_keys(private))
+    return sorted({path for path, key in zip(record_image_paths(public),
+                                             record_image_keys(public))
+                   if key in private_keys})
 
 
 def check_disjoint(public, private, limit: int = 5) -> None:
-    """Refuse a separate public set that shares any image with the private
-    set."""
+    """Refuse a separate public set that shares any image (by content) with
+    the private set."""
     shared = shared_images(public, private)
     if shared:
         raise NotPrivateError(
             f'{len(shared)} image(s) of the public set also hold private '
-            f'training records, e.g. {shared[:limit]}. A person in a '
+            f'training records (the same file content), e.g. '
+            f'{shared[:limit]}. A person in a '
             'private record can appear in a public crop of the same image '
             'whatever the boxes, so public data must share no image with '
             'the private set; remove those images or use privacy.public_'

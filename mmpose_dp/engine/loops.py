@@ -4,14 +4,15 @@ from typing import Dict, List, Optional, Tuple
 from mmengine.registry import LOOPS
 from mmengine.runner import EpochBasedTrainLoop
 
-from ..datasets import image_key, is_empty_batch, unit_ids
+from ..datasets import is_empty_batch, unit_ids, unit_key
+
 
 def batch_unit_ids(data_batch: Dict, unit: str) -> List[int]:
-    """The privacy unit (0, 1, ...) of every sample of a collated batch."""
+    """The privacy unit (0, 1, ...) of every sample of a collated batch:
+    by image content, or by record (image and annotation id), as the
+    sampler grouped them."""
     samples = data_batch['data_samples']
-    if unit == 'instance':
-        return list(range(len(samples)))
-    return unit_ids([image_key(s.metainfo) for s in samples], unit)
+    return unit_ids([unit_key(s.metainfo, unit) for s in samples])
 
 
 def split_batch(data_batch: Dict, units: List[int],

@@ -16,7 +16,7 @@ class _Records:
         return len(self.images)
 
     def get_data_info(self, i):
-        return dict(img_path=f'/data/images/{self.images[i]:09d}.jpg')
+        return dict(img_path=f'/data/images/{self.images[i]:09d}.jpg', id=i)
 
 
 class _Sampler:
@@ -180,3 +180,41 @@ def test_ranks_keep_whole_images():
 def test_an_unknown_unit_is_refused():
     with pytest.raises(ValueError, match='privacy.unit'):
         PoissonBatchSampler(_Sampler(30), batch_size=3, unit='person')
+
+
+def test_a_repeated_record_is_one_instance_unit():
+    # RepeatDataset(times=3): the same records three times, one unit each.
+    class _Repeated(_Records):
+        def __len__(self):
+            return 3 * len(self.images)
+
+        def get_data_info(self, i):
+            return super().get_data_info(i % len(self.images))
+
+    sampler = _Sampler(0)
+    sampler.dataset = _Repeated(0, list(range(50)))
+    poisson = PoissonBatchSampler(sampler, batch_size=5, seed=0,
+                                  unit='instance')
+    assert poisson.num_private == 50
+    assert poisson.sample_rate == pytest.approx(5 / 50)
+    for batch in poisson.global_batches(0):
+        records = sorted(i % 50 for i in batch)
+        assert records == sorted(r for r in set(records) for _ in range(3))
+
+
+def test_copies_of_one_image_are_one_image_unit(tmp_path):
+    # Two paths, the same bytes: one image, drawn together, one unit.
+    (tmp_path / 'a.jpg').write_bytes(b'same pixels')
+    (tmp_path / 'b.jpg').write_bytes(b'same pixels')
+    (tmp_path / 'c.jpg').write_bytes(b'other pixels')
+
+    class _Files(_Records):
+        def get_data_info(self, i):
+            return dict(img_path=str(tmp_path / 'abc'[self.images[i]]) +
+                        '.jpg', id=i)
+
+    sampler = _Sampler(0)
+    sampler.dataset = _Files(0, [0, 1, 2])
+    poisson = PoissonBatchSampler(sampler, batch_size=1, seed=0)
+    assert poisson.num_private == 2
+    assert sorted(map(list, poisson.units)) == [[0, 1], [2]]

@@ -68,3 +68,28 @@ def test_a_shared_image_is_refused_whatever_the_boxes(synthetic_mpii,
     private = _dataset(synthetic_mpii, 'train')
     with pytest.raises(NotPrivateError, match=record['image']):
         check_disjoint(public, private)
+
+
+def test_a_copy_of_a_private_image_at_another_path_is_refused(
+        synthetic_mpii, tmp_path):
+    # The same photograph under another folder and name: compared by the
+    # bytes of the file, not by its path.
+    import shutil
+    with open(osp.join(synthetic_mpii, 'annotations',
+                       'mpii_train.json')) as f:
+        record = json.load(f)[7]
+    os_images = tmp_path / 'copies'
+    os_images.mkdir()
+    shutil.copy(osp.join(synthetic_mpii, 'images', record['image']),
+                os_images / '999999999.jpg')
+    record['image'] = '999999999.jpg'
+    ann = tmp_path / 'copies.json'
+    ann.write_text(json.dumps([record]))
+    init_default_scope('mmpose')
+    cfg = copy.deepcopy(Config.fromfile(TINY_CONFIG).train_dataloader.dataset)
+    cfg.update(data_root=str(tmp_path) + '/', ann_file=str(ann),
+               data_prefix=dict(img='copies/'))
+    public = DATASETS.build(cfg)
+    private = _dataset(synthetic_mpii, 'train')
+    with pytest.raises(NotPrivateError, match='999999999.jpg'):
+        check_disjoint(public, private)

@@ -5,8 +5,8 @@ from mmpose_dp.engine.loops import batch_unit_ids, split_batch
 
 
 def _batch(images):
-    samples = [SimpleNamespace(metainfo=dict(img_path=f'/d/{i}.jpg'))
-               for i in images]
+    samples = [SimpleNamespace(metainfo=dict(img_path=f'/d/{i}.jpg', id=k))
+               for k, i in enumerate(images)]
     return dict(inputs=list(range(len(images))), data_samples=samples)
 
 
