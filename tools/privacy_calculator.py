@@ -74,13 +74,13 @@ def main(argv=None):
     args = parse_args(argv)
     statement = {}
     if args.checkpoint:
-        import torch
-        checkpoint = torch.load(args.checkpoint, map_location='cpu',
-                                weights_only=False)
-        state = checkpoint.get('privacy_ledger')
+        from mmpose_dp.engine.checkpoint_loading import load_checkpoint_file
+        from mmpose_dp.engine.checkpoint_privacy import privacy_state
+        state, plan_ = privacy_state(load_checkpoint_file(
+            args.checkpoint, map_location='cpu'))
         if state is None:
             raise SystemExit(f'{args.checkpoint} has no privacy ledger')
-        plan_ = checkpoint.get('privacy_plan') or {}
+        plan_ = plan_ or {}
         statement = {k: plan_[k] for k in ('unit', 'privacy_unit', 'protected',
                                            'public', 'method') if k in plan_}
         ledger = PrivacyLedger(state['delta'])

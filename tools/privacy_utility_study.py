@@ -252,10 +252,9 @@ class Study:
                     steps=privacy.get('steps'))
 
     def record_privacy(self, ckpt: str, work: str) -> None:
-        import torch
+        from mmpose_dp.engine.checkpoint_loading import load_checkpoint_file
         from mmpose_dp.privacy import PrivacyLedger
-        state = torch.load(ckpt, map_location='cpu',
-                           weights_only=False).get('privacy_ledger')
+        state = load_checkpoint_file(ckpt, 'cpu').get('privacy_ledger')
         if state is None:
             return
         ledger = PrivacyLedger(state['delta'])

@@ -16,13 +16,14 @@ loading and the optimizer), so parameter replacements orphan nothing:
    get a forward with the same values (:mod:`mmpose_dp.models.compat`).
 """
 import os.path as osp
-from typing import Dict, Optional
+from typing import Dict, List, Optional
 
-import torch
 from mmengine.logging import print_log
 from mmengine.runner import find_latest_checkpoint
 from torch import nn
 
+from .checkpoint_loading import load_checkpoint_file
+from .checkpoint_privacy import privacy_state
 from ..models import (convert_batch_norm, is_batch_norm,
                       patch_for_per_sample_gradients, select_trainable)
 
@@ -58,13 +59,29 @@ def _has_pretrained_init(cfg) -> bool:
     return False
 
 
+def pretrained_checkpoints(cfg) -> List[str]:
+    """The ``checkpoint`` of every ``init_cfg`` of type ``Pretrained`` in a
+    model config."""
+    found = []
+    if isinstance(cfg, dict):
+        init = cfg.get('init_cfg')
+        for i in init if isinstance(init, (list, tuple)) else [init]:
+            if isinstance(i, dict) and i.get('type') == 'Pretrained' and \
+                    i.get('checkpoint'):
+                found.append(str(i['checkpoint']))
+        for value in cfg.values():
+            found += pretrained_checkpoints(value)
+    elif isinstance(cfg, (list, tuple)):
+        for value in cfg:
+            found += pretrained_checkpoints(value)
+    return found
+
+
 def checkpoint_plan(path: Optional[str]) -> Optional[Dict]:
     """The privacy plan stored in a local checkpoint, if any."""
     if not path or not osp.isfile(path):
         return None
-    checkpoint = torch.load(path, map_location='cpu', weights_only=False)
-    return checkpoint.get('privacy_plan') if isinstance(checkpoint,
-                                                        dict) else None
+    return privacy_state(load_checkpoint_file(path, map_location='cpu'))[1]
 
 
 def resolve_batch_norm_mode(settings: Dict, model_cfg, load_from: Optional[str],

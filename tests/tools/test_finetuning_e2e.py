@@ -3,6 +3,8 @@ a head trained on other keypoints re-initialised, partial fine-tuning."""
 import pytest
 import torch
 
+from mmpose_dp.engine.checkpoint_loading import load_checkpoint_file
+
 from ..conftest import tiny_config
 from .test_train_test_e2e import _config, _run
 
@@ -35,8 +37,7 @@ def _trained(tmp_path, synthetic_mpii, coco_checkpoint, **options):
         'model.backbone.norm_cfg': BN, 'load_from': str(coco_checkpoint),
         'train_cfg.max_epochs': 1, 'train_cfg.val_interval': 1, **options})
     proc = _run('tools/train.py', cfg, '--work-dir', str(tmp_path / 'w'))
-    ckpt = torch.load(tmp_path / 'w' / 'epoch_1.pth', map_location='cpu',
-                      weights_only=False)
+    ckpt = load_checkpoint_file(tmp_path / 'w' / 'epoch_1.pth', 'cpu')
     return proc.stdout + proc.stderr, ckpt
 
 
@@ -45,7 +46,7 @@ def test_a_coco_head_is_reinitialised_and_the_rest_loads(
     log, ckpt = _trained(tmp_path, synthetic_mpii, coco_checkpoint)
     assert 'head.final_layer.weight (17, 8, 1, 1) -> (16, 8, 1, 1)' in log
     assert 'head.final_layer.bias (17,) -> (16,)' in log
-    loaded = torch.load(coco_checkpoint, weights_only=False)['state_dict']
+    loaded = load_checkpoint_file(coco_checkpoint)['state_dict']
     stats = [k for k in loaded if k.endswith(('running_mean', 'running_var'))]
     assert stats and all(torch.equal(ckpt['state_dict'][k], loaded[k])
                          for k in stats)
@@ -56,7 +57,7 @@ def test_partial_fine_tuning_trains_only_what_it_names(
         tmp_path, synthetic_mpii, coco_checkpoint):
     log, ckpt = _trained(tmp_path, synthetic_mpii, coco_checkpoint,
                          **{'privacy.trainable': PAPER_RECIPE})
-    loaded = torch.load(coco_checkpoint, weights_only=False)['state_dict']
+    loaded = load_checkpoint_file(coco_checkpoint)['state_dict']
     trained = ckpt['state_dict']
     plan = ckpt['privacy_plan']['trainable']
     assert 0 < plan['trainable'] < plan['trainable'] + plan['frozen']

@@ -9,6 +9,8 @@ import torch
 
 from mmpose_dp.privacy import NotPrivateError, derived_seed
 
+from mmpose_dp.engine.checkpoint_loading import load_checkpoint_file
+
 from ..conftest import tiny_config
 from .test_train_test_e2e import _config, _ledger, _run
 
@@ -16,8 +18,7 @@ SECRET = {'privacy.noise_seed': None, 'privacy.sampler_seed': None}
 
 
 def _weights(path):
-    return torch.load(path, map_location='cpu',
-                      weights_only=False)['state_dict']
+    return load_checkpoint_file(path, map_location='cpu')['state_dict']
 
 
 def test_the_public_runner_seed_does_not_fix_the_poisson_draws(
@@ -96,8 +97,7 @@ def test_checkpoints_and_logs_hold_no_unnoised_private_statistics(
         secret_run):
     work, _ = secret_run
     for ckpt in work.glob('*.pth'):
-        hub = torch.load(ckpt, map_location='cpu',
-                         weights_only=False)['message_hub']
+        hub = load_checkpoint_file(ckpt, map_location='cpu')['message_hub']
         keys = set(hub['log_scalars'])
         assert 'train/epsilon' in keys
         assert not {k for k in keys if 'loss' in k or 'acc' in k}, keys
@@ -118,8 +118,8 @@ def test_private_metrics_reach_only_the_log_when_asked(tmp_path,
     proc = _run('tools/train.py', cfg, '--work-dir', str(tmp_path / 'w'))
     log = proc.stdout + proc.stderr
     assert 'WITHOUT noise' in log and ' loss: ' in log
-    hub = torch.load(tmp_path / 'w' / 'epoch_1.pth', map_location='cpu',
-                     weights_only=False)['message_hub']
+    hub = load_checkpoint_file(tmp_path / 'w' / 'epoch_1.pth',
+                               'cpu')['message_hub']
     assert not {k for k in hub['log_scalars'] if 'loss' in k or 'acc' in k}
 
 
@@ -161,8 +161,7 @@ def test_the_privacy_unit_sets_n_private_and_q(unit, tmp_path, crowd_mpii):
     ckpt = next((tmp_path / 'w').glob('epoch_1.pth'))
     sigma, q, steps = _ledger(ckpt)['segments'][0]
     assert q == pytest.approx(6 / n_private)
-    plan = torch.load(ckpt, map_location='cpu',
-                      weights_only=False)['privacy_plan']
+    plan = load_checkpoint_file(ckpt, map_location='cpu')['privacy_plan']
     assert plan['unit'] == unit and plan['n_private'] == n_private
     words = 'all its annotated people' if unit == 'image' else 'k * epsilon'
     assert words in plan['privacy_unit']

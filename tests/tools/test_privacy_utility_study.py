@@ -25,9 +25,9 @@ def test_quick_study_writes_table_and_plot_and_resumes(tmp_path, monkeypatch):
     table = (out / 'results.md').read_text()
     assert '| epsilon | DP-SGD | PDP | FDP | Hybrid |' in table
     assert 'Model-zoo route (stock BatchNorm pretraining' in table
-    import torch
-    zoo = torch.load(next((out / 'runs').glob('dp-sgd_*_zoo/epoch_1.pth')),
-                     map_location='cpu', weights_only=False)
+    from mmpose_dp.engine.checkpoint_loading import load_checkpoint_file
+    zoo = load_checkpoint_file(
+        next((out / 'runs').glob('dp-sgd_*_zoo/epoch_1.pth')), 'cpu')
     assert zoo['privacy_plan']['batch_norm']['mode'] == 'freeze'
     assert (out / 'pckh_vs_epsilon.png').stat().st_size > 10_000
     # Interrupted or repeated: finished runs are not redone (no training
