@@ -1,8 +1,10 @@
 """PrivacyHook: prepare the model, calibrate, log, checkpoint, stop (HOOKS)."""
 import math
+import os.path as osp
 import time
 from typing import Dict, List, Optional
 
+from mmengine.dist import get_dist_info
 from mmengine.hooks import Hook
 from mmengine.model import is_model_wrapper
 from mmengine.registry import HOOKS
@@ -13,14 +15,17 @@ from ..models import (NotPrivateError, check_no_cross_sample_modules,
                       detect_loss_reduction)
 from ..privacy import (EpsilonTracker, PrivacyLedger, plan_noise,
                        privacy_statement, statement_line)
+from ..privacy.ledger_journal import LedgerJournal, journal_path
+from .checkpoint_loading import load_checkpoint_file
+from .checkpoint_privacy import (add_privacy_state, checkpoint_folder,
+                                 privacy_state, resume_ledger)
 from .loops import DPEpochBasedTrainLoop
+from .model_preparation import pretrained_checkpoints
 from .optim_wrapper import DPOptimWrapper
 from .public_stages import build_stages, public_feature_words
 
-LEDGER_KEY = 'privacy_ledger'
-PLAN_KEY = 'privacy_plan'
 #: Version of the privacy plan stored in checkpoints.
-PLAN_VERSION = 2
+PLAN_VERSION = 3
 #: Scalars of the message hub that checkpoints may keep: public settings,
 #: privacy accounting, and statistics of public data. Every other
 #: ``train/`` scalar (loss, accuracy, ...) is a statistic of private
@@ -183,6 +188,7 @@ class PrivacyHook(Hook):
             raise NotPrivateError(
                 "DP training needs train_cfg=dict(type='DPEpochBasedTrainLoop'"
                 ', ...) (one iteration = one logical DP step)')
+        self._check_pretrained_weights(runner)
         model = self._model(runner)
         model.train()
         check_no_cross_sample_modules(model)
@@ -218,38 +224,78 @@ class PrivacyHook(Hook):
                 'outside the guarantee; treat the log as private data. '
                 'Checkpoints never contain them')
 
+    def _check_pretrained_weights(self, runner) -> None:
+        """An ``init_cfg`` of type ``Pretrained`` loads weights without
+        ``after_load_checkpoint``: a local DP checkpoint there is refused
+        as ``load_from`` one is."""
+        for path in pretrained_checkpoints(runner.cfg.get('model')):
+            if not osp.isfile(path):
+                continue
+            state, _ = privacy_state(load_checkpoint_file(path, 'cpu'))
+            if state is not None:
+                self._refuse_dp_weights(runner, path, state)
+
+    def _refuse_dp_weights(self, runner, path: str, state: Dict) -> None:
+        if not self.disjoint_from_loaded_checkpoint:
+            raise NotPrivateError(
+                f'{path} was trained with DP ({state["steps"]} steps on '
+                'its private data; its privacy record survives publishing '
+                "in meta['privacy']). A new ledger is valid only if this "
+                "run's private data are disjoint from that run's; on the "
+                'same data the two epsilons add up. Use --resume to '
+                'continue its ledger, or declare privacy.'
+                'disjoint_from_loaded_checkpoint=True')
+        runner.logger.warning(
+            f'[privacy] {path} was trained with DP ({state["steps"]} steps);'
+            ' this run starts a new ledger because privacy.'
+            'disjoint_from_loaded_checkpoint=True declares its private data '
+            "disjoint from that run's")
+
     def after_load_checkpoint(self, runner, checkpoint: Dict) -> None:
         if not self.training:
             return
-        state = checkpoint.get(LEDGER_KEY)
+        state, plan = privacy_state(checkpoint)
         if getattr(runner, '_resume', False):
             if state is None:
                 raise NotPrivateError(
                     'resuming from a checkpoint without a privacy ledger: '
                     'the steps it took were not accounted for. Resume only '
                     'from checkpoints written by a DP run')
-            self.ledger.load_state_dict(state)
-            # Segments do not depend on delta; report at this run's delta.
-            self.ledger.delta = self.delta
-            self._resumed_plan = checkpoint.get(PLAN_KEY) or {}
-            runner.logger.info(
-                f'[privacy] resumed ledger: {self.ledger.steps} steps taken')
+            self._resume_ledger(runner, state)
+            self._resumed_plan = plan or {}
         else:
             self._keep_fitting_weights(runner, checkpoint)
         if state is not None and not getattr(runner, '_resume', False):
-            if not self.disjoint_from_loaded_checkpoint:
-                raise NotPrivateError(
-                    f'load_from {runner._load_from} was trained with DP '
-                    f'({state["steps"]} steps on its private data). A new '
-                    'ledger is valid only if this run\'s private data are '
-                    'disjoint from that run\'s; on the same data the two '
-                    'epsilons add up. Use --resume to continue its ledger, '
-                    'or declare privacy.disjoint_from_loaded_checkpoint=True')
+            self._refuse_dp_weights(runner, f'load_from {runner._load_from}',
+                                    state)
+
+    def _resume_ledger(self, runner, state: Dict) -> None:
+        """The checkpoint's ledger, or its write-ahead journal where that
+        counts more steps (taken after the checkpoint, before a crash)."""
+        folders = [runner.work_dir,
+                   checkpoint_folder(getattr(runner, '_load_from', None))]
+        extra, path = resume_ledger(self.ledger, state, folders)
+        # Segments do not depend on delta; report at this run's delta.
+        self.ledger.delta = self.delta
+        if path is None:
             runner.logger.warning(
-                '[privacy] load_from checkpoint was trained with DP '
-                f'({state["steps"]} steps); this run starts a new ledger '
-                'because privacy.disjoint_from_loaded_checkpoint=True '
-                'declares its private data disjoint from that run\'s')
+                f'[privacy] resumed ledger: {self.ledger.steps} steps taken '
+                'as the checkpoint counts them; no write-ahead journal '
+                f'{osp.basename(journal_path("", self.ledger.lineage))} '
+                f'found in {[f for f in folders if f]}, so steps the earlier '
+                'run took after this checkpoint (if any) are NOT counted. '
+                'Put its journal in the work dir to count them')
+        elif extra:
+            runner.logger.warning(
+                f'[privacy] resumed ledger: the write-ahead journal {path} '
+                f'counts {self.ledger.steps} steps, the checkpoint '
+                f'{self.ledger.steps - extra}: {extra} steps were taken '
+                'after the checkpoint (their results may have been '
+                f'released), so all {self.ledger.steps} are counted')
+        else:
+            runner.logger.info(
+                f'[privacy] resumed ledger: {self.ledger.steps} steps taken '
+                f'(checkpoint and write-ahead journal {path} agree)')
 
     @staticmethod
     def _keep_fitting_weights(runner, checkpoint: Dict) -> None:
@@ -274,8 +320,7 @@ class PrivacyHook(Hook):
     def before_save_checkpoint(self, runner, checkpoint: Dict) -> None:
         if self.ledger is None:  # not a training run
             return
-        checkpoint[LEDGER_KEY] = self.ledger.state_dict()
-        checkpoint[PLAN_KEY] = self._plan
+        add_privacy_state(checkpoint, self.ledger.state_dict(), self._plan)
         scrub_private_scalars(checkpoint)
 
     def before_train(self, runner) -> None:
@@ -305,6 +350,7 @@ class PrivacyHook(Hook):
         self.allowed_steps = noise.allowed_steps
         ow.configure(noise.noise_multiplier, q, sampler.expected_batch_size,
                      self.ledger, self.allowed_steps, stages)
+        self._start_journal(runner)
         planned = (remaining if noise.allowed_steps is None else
                    noise.allowed_steps - self.ledger.steps)
         if noise.noise_multiplier > 0:
@@ -340,6 +386,17 @@ class PrivacyHook(Hook):
             f'{time.time() - t0:.1f}s')
         runner.logger.info(f'[privacy] method: {self._plan["method"]}; '
                            f'{statement_line(statement)}')
+
+    def _start_journal(self, runner) -> None:
+        """Write the ledger ahead: after every step, before its update is
+        applied (process 0; one journal per ledger lineage)."""
+        if get_dist_info()[0] != 0:
+            return
+        journal = LedgerJournal(journal_path(runner.work_dir,
+                                             self.ledger.lineage))
+        journal(self.ledger.state_dict())
+        self.ledger.on_step = journal
+        runner.logger.info(f'[privacy] write-ahead ledger: {journal.path}')
 
     def _check_resumed_plan(self, resumed: Dict, unit: str,
                             public_set: Optional[Dict]) -> None:

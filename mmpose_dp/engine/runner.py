@@ -14,6 +14,7 @@ from mmengine.registry import RUNNERS
 from mmengine.runner import Runner
 
 from ..datasets import check_unit
+from .atomic_checkpoints import ATOMIC_BACKEND
 from .model_preparation import prepare_private_model
 
 #: privacy keys -> the component that takes them.
@@ -98,6 +99,16 @@ def apply_privacy(cfg: Config) -> Config:
         if key in privacy:
             train_cfg[key] = privacy[key]
 
+    log_processor = cfg.get('log_processor') or ConfigDict()
+    if log_processor.get('type', 'LogProcessor') not in ('LogProcessor',
+                                                         'DPLogProcessor'):
+        raise ValueError(
+            f"log_processor.type={log_processor['type']!r}: DP training "
+            "logs through 'DPLogProcessor' (no peak memory of private "
+            'batches in the log)')
+    log_processor['type'] = 'DPLogProcessor'
+    cfg.log_processor = log_processor
+
     hooks = list(cfg.get('custom_hooks') or [])
     hook_cfg = dict(type='PrivacyHook',
                     **{k: privacy[k] for k in HOOK_KEYS if k in privacy})
@@ -124,6 +135,21 @@ class DPRunner(Runner):
     @classmethod
     def from_cfg(cls, cfg: Config) -> 'Runner':
         return super().from_cfg(apply_privacy(cfg))
+
+    def save_checkpoint(self, out_dir: str, filename: str,
+                        file_client_args=None, save_optimizer: bool = True,
+                        save_param_scheduler: bool = True, meta=None,
+                        by_epoch: bool = True, backend_args=None):
+        """MMEngine's, written atomically (write, fsync, rename) unless
+        another storage backend is asked for."""
+        if backend_args is None and file_client_args is None and \
+                '://' not in str(out_dir):
+            backend_args = dict(backend=ATOMIC_BACKEND)
+        super().save_checkpoint(
+            out_dir, filename, file_client_args=file_client_args,
+            save_optimizer=save_optimizer,
+            save_param_scheduler=save_param_scheduler, meta=meta,
+            by_epoch=by_epoch, backend_args=backend_args)
 
     def build_model(self, model):
         model = super().build_model(model)

@@ -1,5 +1,6 @@
 """The privacy ledger: every private step a run has taken, checkpointable."""
-from typing import Dict, List, Optional
+import secrets
+from typing import Callable, Dict, List, Optional
 
 from .accounting import (RELATIVE_EPS_ERROR, PRVEpsilon, Segment,
                          epsilon_prv, epsilon_rdp, merge_segments)
@@ -22,6 +23,12 @@ class PrivacyLedger:
     def __init__(self, delta: float):
         self.delta = float(delta)
         self.segments: List[Segment] = []
+        #: Identifies the run (and its resumes) whose steps this counts;
+        #: a public id, no secret. Its write-ahead journal is named by it.
+        self.lineage = secrets.token_hex(6)
+        #: Called with :meth:`state_dict` after every step (the write-ahead
+        #: journal, :class:`~mmpose_dp.privacy.LedgerJournal`).
+        self.on_step: Optional[Callable[[Dict], None]] = None
 
     @property
     def steps(self) -> int:
@@ -29,7 +36,8 @@ class PrivacyLedger:
 
     def step(self, noise_multiplier: float, sample_rate: float) -> None:
         """Record one private step (including a noise-only step on an empty
-        batch)."""
+        batch). Call it *before* anything of the step is released: with a
+        journal attached, the step is on disk when this returns."""
         last = self.segments[-1] if self.segments else None
         if (last is not None and last.noise_multiplier == noise_multiplier
                 and last.sample_rate == sample_rate):
@@ -37,6 +45,8 @@ class PrivacyLedger:
         else:
             self.segments.append(
                 Segment(float(noise_multiplier), float(sample_rate), 1))
+        if self.on_step is not None:
+            self.on_step(self.state_dict())
 
     def epsilon(self, relative_error: float = RELATIVE_EPS_ERROR) -> float:
         """PRV upper bound on the epsilon spent so far."""
@@ -48,7 +58,7 @@ class PrivacyLedger:
     def state_dict(self) -> Dict:
         return dict(
             mechanism=self.MECHANISM, version=self.VERSION,
-            delta=self.delta,
+            delta=self.delta, lineage=self.lineage,
             segments=[list(s) for s in self.segments],
             steps=self.steps)
 
@@ -63,6 +73,8 @@ class PrivacyLedger:
         self.segments = [
             Segment(float(s), float(q), int(n)) for s, q, n in state['segments']
         ]
+        # Ledgers written before lineages existed start one here.
+        self.lineage = str(state.get('lineage') or self.lineage)
 
 
 class EpsilonTracker:

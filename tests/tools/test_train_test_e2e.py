@@ -8,6 +8,8 @@ import sys
 import pytest
 import torch
 
+from mmpose_dp.engine.checkpoint_loading import load_checkpoint_file
+
 from ..conftest import ROOT, tiny_config
 
 
@@ -38,8 +40,7 @@ def _config(tmp_path, data_root, name='cfg.py', config=None, **options):
 
 
 def _ledger(path):
-    return torch.load(path, map_location='cpu',
-                      weights_only=False)['privacy_ledger']
+    return load_checkpoint_file(path, map_location='cpu')['privacy_ledger']
 
 
 @pytest.fixture(scope='module')
@@ -88,18 +89,21 @@ def test_resume_continues_the_ledger(trained, tmp_path, synthetic_mpii):
     proc = _run('tools/train.py', cfg, '--work-dir', str(work), '--resume',
                 str(tmp / 'work' / 'epoch_1.pth'))
     log = proc.stdout + proc.stderr
-    assert 'resumed ledger: 4 steps taken' in log
+    # epoch_1.pth counts 4 steps, but its run went on to 8 (and released
+    # epoch_2.pth): its write-ahead journal says so, and all 8 count.
+    assert 'counts 8 steps, the checkpoint 4: 4 steps were taken' in log
     resumed = _ledger(work / 'epoch_2.pth')
-    assert resumed['steps'] == 8
-    assert resumed['segments'] == _ledger(tmp / 'work' /
-                                          'epoch_2.pth')['segments']
+    assert resumed['steps'] == 8 + 4
+    first = _ledger(tmp / 'work' / 'epoch_2.pth')
+    assert resumed['lineage'] == first['lineage']
+    assert resumed['segments'][0][:2] == first['segments'][0][:2]
 
 
 def test_resume_from_a_checkpoint_without_ledger_is_refused(
         trained, tmp_path):
     tmp, cfg, _ = trained
-    ckpt = torch.load(tmp / 'work' / 'epoch_1.pth', weights_only=False)
-    del ckpt['privacy_ledger']
+    ckpt = load_checkpoint_file(tmp / 'work' / 'epoch_1.pth')
+    del ckpt['privacy_ledger'], ckpt['meta']['privacy']
     bare = tmp_path / 'bare.pth'
     torch.save(ckpt, bare)
     proc = _run('tools/train.py', cfg, '--work-dir', str(tmp_path / 'w'),
@@ -139,8 +143,7 @@ def test_a_batchnorm_model_from_scratch_trains_with_group_norm(
     proc = _run('tools/train.py', cfg, '--work-dir', str(tmp_path / 'w'))
     log = proc.stdout + proc.stderr
     assert 'replaced by GroupNorm' in log and 'training from scratch' in log
-    ckpt = torch.load(tmp_path / 'w' / 'epoch_1.pth', map_location='cpu',
-                      weights_only=False)
+    ckpt = load_checkpoint_file(tmp_path / 'w' / 'epoch_1.pth', 'cpu')
     assert not any('running_mean' in k for k in ckpt['state_dict'])
     assert ckpt['privacy_plan']['batch_norm']['mode'] == 'group_norm'
     # Evaluation rebuilds the same model from the checkpoint's plan.
@@ -162,7 +165,7 @@ def test_fine_tuning_a_batchnorm_checkpoint_freezes_its_statistics(
     public.dump(str(tmp_path / 'public.py'))
     _run('tools/train.py', str(tmp_path / 'public.py'))
     zoo = tmp_path / 'public' / 'epoch_1.pth'
-    loaded = torch.load(zoo, map_location='cpu', weights_only=False)
+    loaded = load_checkpoint_file(zoo, map_location='cpu')
     assert any('running_mean' in k for k in loaded['state_dict'])
     cfg = _config(tmp_path, synthetic_mpii, **{
         'model.backbone.norm_cfg': bn, 'load_from': str(zoo),
@@ -170,8 +173,7 @@ def test_fine_tuning_a_batchnorm_checkpoint_freezes_its_statistics(
     proc = _run('tools/train.py', cfg, '--work-dir', str(tmp_path / 'w'))
     assert 'frozen (statistics of the loaded weights' in \
         proc.stdout + proc.stderr
-    trained = torch.load(tmp_path / 'w' / 'epoch_1.pth', map_location='cpu',
-                         weights_only=False)
+    trained = load_checkpoint_file(tmp_path / 'w' / 'epoch_1.pth', 'cpu')
     assert trained['privacy_plan']['batch_norm']['mode'] == 'freeze'
     stats = [k for k in loaded['state_dict'] if 'running_' in k]
     assert stats
@@ -196,8 +198,37 @@ def test_load_from_a_dp_checkpoint_needs_disjoint_data_declared(
                 '--cfg-options', load, 'train_cfg.max_epochs=1',
                 'privacy.disjoint_from_loaded_checkpoint=True')
     log = proc.stdout + proc.stderr
-    assert 'load_from checkpoint was trained with DP (4 steps)' in log
+    assert 'was trained with DP (4 steps); this run starts a new' in log
     assert _ledger(tmp_path / 'w' / 'epoch_1.pth')['steps'] == 4
+
+
+def _published(checkpoint, path):
+    """What MMPose's tools/misc/publish_model.py keeps: meta and
+    state_dict only."""
+    ckpt = load_checkpoint_file(checkpoint)
+    torch.save({k: ckpt[k] for k in ('meta', 'state_dict')}, path)
+    return path
+
+
+@pytest.mark.parametrize('how', ['load_from', 'init_cfg'])
+def test_a_published_dp_checkpoint_is_still_recognised(trained, tmp_path,
+                                                       synthetic_mpii, how):
+    # publish_model drops privacy_ledger/privacy_plan; meta['privacy']
+    # keeps them, and an init_cfg of type Pretrained is checked too.
+    tmp, _, _ = trained
+    published = str(_published(tmp / 'work' / 'epoch_1.pth',
+                               tmp_path / 'published.pth'))
+    option = (dict(load_from=published) if how == 'load_from' else
+              {'model.init_cfg': dict(type='Pretrained',
+                                      checkpoint=published)})
+    cfg = _config(tmp_path, synthetic_mpii, name='again.py',
+                  **{'train_cfg.max_epochs': 1}, **option)
+    proc = _run('tools/train.py', cfg, '--work-dir', str(tmp_path / 'a'),
+                check=False)
+    assert proc.returncode != 0
+    assert 'was trained with DP (4 steps' in proc.stderr
+    assert 'disjoint_from_loaded_checkpoint=True' in proc.stderr
+    assert not list((tmp_path / 'a').glob('*.pth'))
 
 
 def test_test_tool_accepts_the_dumped_dp_config(trained, tmp_path):
