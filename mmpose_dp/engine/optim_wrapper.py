@@ -1,6 +1,6 @@
 """DP OptimWrapper: clip per unit -> sum -> noise once -> / B -> step."""
 import contextlib
-from typing import Callable, Dict, List, Optional, Sequence
+from typing import Callable, Dict, List, NamedTuple, Optional, Sequence
 
 import torch
 from mmengine.dist import all_reduce, get_dist_info
@@ -9,13 +9,27 @@ from mmengine.optim import OptimWrapper
 from mmengine.registry import OPTIM_WRAPPERS
 from torch import nn
 
-from ..privacy import NoiseStream, PrivacyLedger, add_gaussian_noise
+from ..privacy import (NoiseStream, NotPrivateError, PrivacyLedger,
+                       add_gaussian_noise)
 from ..privacy.engines import BatchLoss, ClippingEngine, build_engine
 from .mmengine_batch import MMEngineBatchLoss
 
 #: A post-processing stage: (wrapper, noisy averaged gradients) -> gradients.
 GradientStage = Callable[['DPOptimWrapper', List[torch.Tensor]],
                          List[torch.Tensor]]
+
+
+class Release(NamedTuple):
+    """What one DP step released, for a release observer (checks and
+    audits on test data: ``clipped`` is un-noised)."""
+    step: int  #: ledger index of the step (0 for the first)
+    clipped: List[torch.Tensor]  #: this process's clipped sum, pre-noise
+    released: List[torch.Tensor]  #: noisy sum over processes, pre-divisor
+    divisor: float  #: the expected batch size the sum is divided by
+    noise_std: float  #: sigma * C of the mechanism
+    sample_rate: float
+    units: int  #: privacy units in this process's micro-batches
+    micro_batches: int
 
 
 class PrivacyBudgetExceeded(RuntimeError):
@@ -91,7 +105,12 @@ class DPOptimWrapper(OptimWrapper):
         #: added to the clipped sum before the noise, scored on the release.
         self.canaries = None
         self.stages: List[GradientStage] = []
+        #: Called with a :class:`Release` after every step's noise and
+        #: reduction (tools/check_sensitivity.py); empty in training.
+        self.release_observers: List[Callable[[Release], None]] = []
         self._clipped_sum: Optional[List[torch.Tensor]] = None
+        self._step_units = 0
+        self._step_micro_batches = 0
 
     # -- set-up (by PrivacyHook) -------------------------------------------
     def attach(self, model: nn.Module, loss_reduction: str,
@@ -160,6 +179,7 @@ class DPOptimWrapper(OptimWrapper):
             raise RuntimeError(
                 'DPOptimWrapper is not attached to a model; add '
                 "dict(type='PrivacyHook') to custom_hooks")
+        self._check_trainable(at_step_start=self._clipped_sum is None)
         batch = self.engine.batch_loss.prepare(model, data_batch)
         if self.engine.batch_loss.num_samples(batch) != len(units):
             raise ValueError('one privacy unit id per sample is needed')
@@ -169,8 +189,43 @@ class DPOptimWrapper(OptimWrapper):
             summed, loss = self.engine.clipped_sum(batch, units,
                                                    self.max_grad_norm)
         self._inner_count += 1
+        self._step_units += len(set(units))
+        self._step_micro_batches += 1
         self.accumulate(summed)
         return dict(loss=loss)
+
+    def _check_trainable(self, at_step_start: bool) -> None:
+        """The optimizer only ever applies the engine's gradients, so the
+        engine must know every trainable parameter: a parameter unfrozen
+        (or frozen) since the engine was built, e.g. by a hook doing
+        gradual unfreezing, rebuilds it at the start of a step (the new
+        parameters are clipped and noised from then on, the engine is
+        checked again); within a step it is refused."""
+        model = self.engine.model
+        now = [n for n, p in model.named_parameters() if p.requires_grad]
+        if now == self.engine.names:
+            return
+        added = sorted(set(now) - set(self.engine.names))
+        removed = sorted(set(self.engine.names) - set(now))
+        change = (f'{len(added)} parameter(s) became trainable '
+                  f'{added[:5]}' + ('...' if len(added) > 5 else '') +
+                  f', {len(removed)} frozen {removed[:5]}' +
+                  ('...' if len(removed) > 5 else ''))
+        if not at_step_start:
+            raise NotPrivateError(
+                f'the trainable parameters changed within a DP step ({change})'
+                ': their gradients would not be clipped and noised with the '
+                "step's. Change requires_grad only between steps (e.g. in "
+                'before_train_epoch or before_train_iter)')
+        print_log(f'[privacy] {change}: the clipping engine is rebuilt, so '
+                  'from this step on every trainable parameter is clipped '
+                  'and noised (and no other gets a gradient)',
+                  logger='current', level=30)
+        engine = self.engine
+        self.attach(model, engine.loss_reduction, engine.batch_loss)
+        for stage in self.stages:
+            if hasattr(stage, 'reset'):
+                stage.reset()
 
     def accumulate(self, summed: List[torch.Tensor]) -> None:
         """Add a micro-batch's clipped sum to the step's."""
@@ -218,9 +273,12 @@ class DPOptimWrapper(OptimWrapper):
                 'DPOptimWrapper has no noise multiplier yet; add '
                 "dict(type='PrivacyHook') to custom_hooks")
         if self._clipped_sum is None:  # empty batch on this process
+            self._check_trainable(at_step_start=True)
             summed = [torch.zeros_like(p) for p in self.params]
         else:
             summed = self._clipped_sum
+        clipped = ([t.detach().clone() for t in summed]
+                   if self.release_observers else [])
         audit = self.canaries is not None and get_dist_info()[0] == 0
         if audit:  # tools/audit_privacy.py only
             self.canaries.add(summed)
@@ -228,6 +286,15 @@ class DPOptimWrapper(OptimWrapper):
         self.reduce(summed)
         if audit:
             self.canaries.observe(summed)
+        if self.release_observers:
+            release = Release(
+                self.ledger.steps, clipped, [t.detach().clone()
+                                             for t in summed],
+                self.expected_batch_size,
+                self.noise_multiplier * self.max_grad_norm, self.sample_rate,
+                self._step_units, self._step_micro_batches)
+            for observer in self.release_observers:
+                observer(release)
         self.scale(summed)
         return summed
 
@@ -237,9 +304,15 @@ class DPOptimWrapper(OptimWrapper):
             raise PrivacyBudgetExceeded(
                 f'step {self.ledger.steps + 1} would exceed the privacy '
                 f'budget ({self.max_steps} steps allowed)')
+        if self._clipped_sum is not None:
+            self._check_trainable(at_step_start=False)
         grads = self.noisy_gradient()
         for stage in self.stages:
             grads = stage(self, grads)
+        # Counted (and, with a journal, on disk) before anything of this
+        # step is applied, so no released update goes uncounted.
+        self.ledger.step(self.noise_multiplier, self.sample_rate)
+        self.optimizer.zero_grad(set_to_none=True)
         for p, g in zip(self.params, grads):
             p.grad = g
         if self.clip_grad_kwargs:
@@ -247,7 +320,7 @@ class DPOptimWrapper(OptimWrapper):
         self.optimizer.step()
         self.optimizer.zero_grad(set_to_none=True)
         self._clipped_sum = None
-        self.ledger.step(self.noise_multiplier, self.sample_rate)
+        self._step_units = self._step_micro_batches = 0
 
     def step(self, **kwargs) -> None:
         raise RuntimeError(

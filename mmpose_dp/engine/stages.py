@@ -128,6 +128,11 @@ class ProjectionStage:
         self.subspace: Optional[PublicSubspace] = None
         self._since_refresh = 0
 
+    def reset(self) -> None:
+        """Forget the subspace (the trainable parameters changed): the next
+        step computes it again."""
+        self.subspace = None
+
     def refresh(self, wrapper) -> None:
         start = time.time()
         G = public_per_sample_gradients(self.model, self.public_dataset,

@@ -291,3 +291,75 @@ def test_an_already_reduced_loss_is_refused():
         ow.update_params(((net(x) - y)**2).sum(1).mean())
     with pytest.raises(ValueError, match='one privacy unit id per sample'):
         ow.private_micro_batch(net, (x, y), [0, 1])
+
+
+def _clipped_update(net, x, y, c, batch, names):
+    """-(sum of per-sample gradients clipped to c over ``names``) / batch,
+    as one flat vector over all parameters (zero elsewhere)."""
+    params = dict(net.named_parameters())
+    rows = []
+    for i in range(len(x)):
+        loss = ((net(x[i:i + 1]) - y[i:i + 1])**2).sum(1).mean()
+        grads = torch.autograd.grad(loss, [params[n] for n in names])
+        rows.append(dict(zip(names, grads)))
+    total = {n: torch.zeros_like(p) for n, p in params.items()}
+    for row in rows:
+        norm = torch.cat([g.flatten() for g in row.values()]).norm()
+        factor = min(1.0, c / (float(norm) + 1e-6))
+        for n, g in row.items():
+            total[n] += factor * g
+    return -torch.cat([total[n].flatten() for n in params]) / batch
+
+
+@pytest.mark.parametrize('engine', ENGINES)
+def test_a_parameter_unfrozen_mid_run_is_clipped_and_noised(engine):
+    # Gradual unfreezing: fc alone first, then conv and norm too. The
+    # optimizer holds every parameter; it may only ever apply the engine's
+    # (clipped, noised) gradient, never a plain batch gradient.
+    x, y = _data()
+    c, batch = 0.01, 4.0
+    torch.manual_seed(0)
+    net = _Net()
+    for name, p in net.named_parameters():
+        p.requires_grad_(name.startswith('fc.'))
+    ow = DPOptimWrapper(torch.optim.SGD(net.parameters(), lr=1.0),
+                        max_grad_norm=c, noise_seed=0, engine=engine)
+    ow.setup(net, 'mean', 0.0, 0.01, batch, PrivacyLedger(1e-5),
+             batch_loss=SQUARED_ERROR)
+    _private_micro_batch(net, ow, x, y)
+    ow.private_step()
+    for p in net.parameters():
+        p.requires_grad_(True)  # e.g. a hook at the next epoch
+    names = [n for n, _ in net.named_parameters()]
+    before = _flat(net)
+    expected = before + _clipped_update(net, x, y, c, batch, names)
+    _private_micro_batch(net, ow, x, y)
+    ow.private_step()
+    assert torch.allclose(_flat(net), expected, atol=1e-7)
+    assert (_flat(net) - before).norm() <= c / batch * len(x) * (1 + 1e-5)
+    assert ow.engine.names == names
+
+
+@pytest.mark.parametrize('engine', ['fast', 'hooks'])
+def test_a_parameter_frozen_mid_run_gets_no_gradient(engine):
+    x, y = _data()
+    net, ow, _ = _wrapper(sigma=0.5, c=0.05, engine=engine)
+    _private_micro_batch(net, ow, x, y)
+    ow.private_step()
+    net.conv.weight.requires_grad_(False)
+    frozen = net.conv.weight.detach().clone()
+    _private_micro_batch(net, ow, x, y)
+    ow.private_step()
+    assert net.conv.weight.grad is None
+    assert torch.equal(net.conv.weight, frozen)
+    assert 'conv.weight' not in ow.engine.names
+
+
+def test_the_trainable_set_may_not_change_within_a_step():
+    from mmpose_dp.privacy import NotPrivateError
+    x, y = _data()
+    net, ow, _ = _wrapper(sigma=0.0, c=0.05)
+    _private_micro_batch(net, ow, x[:2], y[:2])
+    net.conv.weight.requires_grad_(False)
+    with pytest.raises(NotPrivateError, match='within a DP step'):
+        _private_micro_batch(net, ow, x[2:], y[2:])
