@@ -4,6 +4,7 @@ from . import honour_runner_type  # noqa: F401  (see its docstring)
 from .cpu_distributed import (CPUDistributedDataParallel,
                               setup_cpu_distributed)
 from .buffer_guard_hook import BufferGuardHook
+from .log_processor import DPLogProcessor
 from .loops import DPEpochBasedTrainLoop, split_batch
 from .optim_wrapper import DPOptimWrapper, PrivacyBudgetExceeded
 from .privacy_hook import PrivacyHook
@@ -11,6 +12,6 @@ from .runner import DPRunner, apply_privacy
 
 __all__ = [
     'CPUDistributedDataParallel', 'setup_cpu_distributed',
-    'DPEpochBasedTrainLoop', 'split_batch', 'DPOptimWrapper',
+    'DPEpochBasedTrainLoop', 'DPLogProcessor', 'split_batch', 'DPOptimWrapper',
     'PrivacyBudgetExceeded', 'PrivacyHook', 'BufferGuardHook', 'DPRunner', 'apply_privacy'
 ]
