@@ -21,12 +21,10 @@ import contextlib
 import copy
 import json
 import os.path as osp
-from typing import Callable, Dict, List, NamedTuple, Optional, Tuple
+from typing import Dict, List, Optional, Tuple
 
-import mmpose
 import pytest
 import torch
-from mmengine.config import Config
 from mmengine.dataset import pseudo_collate
 from mmengine.registry import init_default_scope
 from torch import nn
@@ -42,10 +40,8 @@ from mmpose_dp.privacy import (PerSampleGradients, clip_factors, clipped_sum,
 from mmpose_dp.privacy.engines import (FastEngine, HooksEngine, VmapEngine,
                                        build_engine)
 
-from ..conftest import ROOT
+from tiny_families import FAMILIES, tiny_model_config
 
-STOCK_CONFIGS = osp.join(osp.dirname(mmpose.__file__), '.mim', 'configs',
-                         'body_2d_keypoint')
 BATCH = 3
 #: Joints made invisible (``joints_vis = 0``) in samples 0 and 2; sample 1
 #: keeps all 16. Samples 3-5 only calibrate BatchNorm statistics.
@@ -57,204 +53,7 @@ TOLERANCE = 1e-6
 NEGLIGIBLE = 1e-8
 
 
-# -- tiny models from the stock configs -----------------------------------
-
-def _heatmap_head(model, in_channels: int) -> None:
-    """The stock HeatmapHead with its three deconvolutions kept, narrower."""
-    model.head.update(in_channels=in_channels, deconv_out_channels=(8, 8, 8),
-                      deconv_kernel_sizes=(4, 4, 4))
-
-
-def _resnet_heatmap(**backbone):
-    """ResNet-style backbones: Bottleneck blocks (depth 50), 4 base
-    channels, so the last stage has 128."""
-    base = backbone.pop('base_channels', 4)
-
-    def shrink(model):
-        model.backbone.update(depth=50, stem_channels=8, base_channels=base,
-                              **backbone)
-        _heatmap_head(model, base * 32)
-    return shrink
-
-
-def _hrnet(model):
-    extra = model.backbone.extra
-    for stage, channels in (('stage1', (8, )), ('stage2', (8, 16)),
-                            ('stage3', (8, 16, 32)),
-                            ('stage4', (8, 16, 32, 64))):
-        extra[stage].update(num_modules=1, num_channels=channels,
-                            num_blocks=(1, ) * len(channels))
-    model.head.in_channels = 8
-
-
-def _litehrnet(model):
-    extra = model.backbone.extra
-    extra.stem.update(stem_channels=16, out_channels=16)
-    extra.stages_spec.update(
-        num_modules=(1, 1, 1), num_blocks=(1, 1, 1), reduce_ratios=(2, 2, 2),
-        num_channels=((16, 32), (16, 32, 64), (16, 32, 64, 128)))
-    model.head.in_channels = 16
-
-
-def _mobilenetv2(model):
-    model.backbone.widen_factor = 0.25  # the last conv keeps 1280 channels
-    _heatmap_head(model, 1280)
-
-
-def _shufflenetv1(model):
-    model.backbone.widen_factor = 0.5
-    _heatmap_head(model, 480)
-
-
-def _shufflenetv2(model):
-    model.backbone.widen_factor = 0.5
-    _heatmap_head(model, 1024)
-
-
-def _hourglass(model):
-    # The stem's 128/256 channels are hard-coded: stage_channels[0] = 256.
-    model.backbone.update(downsample_times=2, stage_channels=(256, 16, 16),
-                          stage_blocks=(1, 1, 1), feat_channel=16)
-    model.head.in_channels = 16
-
-
-def _cpm(model):
-    # Two stages keep it multi-stage; the stem's channels are hard-coded.
-    model.backbone.update(feat_channels=16, middle_channels=8, num_stages=2)
-    model.head.num_stages = 2
-
-
-def _cspnext(model):
-    # norm_cfg stays the stock SyncBN: without a process group it runs as
-    # BatchNorm, and convert_batch_norm replaces it as a DP run does.
-    model.backbone.update(deepen_factor=0.33, widen_factor=0.125)  # 128 out
-
-
-def _cspnext_udp(model):
-    _cspnext(model)
-    _heatmap_head(model, 128)
-
-
-def _rtmpose(model):
-    _cspnext(model)
-    model.head.update(in_channels=128)
-    model.head.gau_cfg.update(hidden_dims=16, s=8)
-
-
-def _tiny_resnet(model):
-    model.backbone.update(depth=50, stem_channels=8, base_channels=4)
-    model.head.in_channels = 128
-
-
-def _vitpose(model):
-    # ViTPose-small shrunk; pos_embed is held by the backbone module itself.
-    model.backbone.update(
-        arch=dict(embed_dims=32, num_layers=2, num_heads=2,
-                  feedforward_channels=64), img_size=(64, 48),
-        drop_path_rate=0.0)
-    model.head.update(in_channels=32, out_channels=16,
-                      deconv_out_channels=(8, 8))
-
-
-def _tinyvit(model):
-    # The paper's TinyViT-SimCC shrunk: windowed attention, attention biases
-    # on the attention module, ConvBN layers.
-    model.backbone.update(
-        arch=dict(channels=[16, 32, 40, 80], num_heads=[2, 4, 5, 10],
-                  depths=[1, 1, 1, 1]), img_size=(64, 64))
-    model.head.in_channels = 80
-
-
-class Family(NamedTuple):
-    """A stock config and how to shrink its model dict in place."""
-    config: str  #: under mmpose's configs/body_2d_keypoint/
-    shrink: Callable
-    input_size: Tuple[int, int] = (64, 64)
-    #: Trainable parameters outside the forward (no gradient, no row).
-    unused_prefix: Optional[str] = None
-
-
-FAMILIES: Dict[str, Family] = {
-    'resnet': Family('topdown_heatmap/mpii/td-hm_res50_8xb64-210e_mpii-'
-                     '256x256.py', _resnet_heatmap()),
-    'resnetv1d': Family('topdown_heatmap/mpii/td-hm_resnetv1d50_8xb64-210e_'
-                        'mpii-256x256.py', _resnet_heatmap()),
-    'resnext': Family('topdown_heatmap/mpii/td-hm_resnext152_8xb32-210e_'
-                      'mpii-256x256.py',
-                      _resnet_heatmap(groups=2, width_per_group=4)),
-    'seresnet': Family('topdown_heatmap/mpii/td-hm_seresnet50_8xb64-210e_'
-                       'mpii-256x256.py', _resnet_heatmap(se_ratio=4)),
-    # SCNet's self-calibration pools the last stage by 4: at 128x128 that
-    # leaves 1x1 maps, where GroupNorm's one-channel groups hold a single
-    # value (torch refuses it for a batch of one); its stock 256x256 gives 2x2.
-    'scnet': Family('topdown_heatmap/mpii/td-hm_scnet50_8xb64-210e_mpii-'
-                    '256x256.py', _resnet_heatmap(base_channels=8),
-                    (256, 256)),
-    'hrnet': Family('topdown_heatmap/mpii/td-hm_hrnet-w32_8xb64-210e_mpii-'
-                    '256x256.py', _hrnet),
-    'litehrnet': Family('topdown_heatmap/mpii/td-hm_litehrnet-18_8xb64-210e_'
-                        'mpii-256x256.py', _litehrnet),
-    'mobilenetv2': Family('topdown_heatmap/mpii/td-hm_mobilenetv2_8xb64-'
-                          '210e_mpii-256x256.py', _mobilenetv2),
-    'shufflenetv1': Family('topdown_heatmap/mpii/td-hm_shufflenetv1_8xb64-'
-                           '210e_mpii-256x256.py', _shufflenetv1),
-    'shufflenetv2': Family('topdown_heatmap/mpii/td-hm_shufflenetv2_8xb64-'
-                           '210e_mpii-256x256.py', _shufflenetv2),
-    # With one stack, the inter-stack layers are built but never called.
-    'hourglass': Family('topdown_heatmap/mpii/td-hm_hourglass52_8xb64-210e_'
-                        'mpii-256x256.py', _hourglass,
-                        unused_prefix='backbone.inters.'),
-    'cpm': Family('topdown_heatmap/mpii/td-hm_cpm_8xb64-210e_mpii-368x368.py',
-                  _cpm),
-    'cspnext_udp': Family('topdown_heatmap/mpii/cspnext-m_udp_8xb64-210e_'
-                          'mpii-256x256.py', _cspnext_udp),
-    'rtmpose': Family('rtmpose/mpii/rtmpose-m_8xb64-210e_mpii-256x256.py',
-                      _rtmpose),
-    'simcc': Family('simcc/mpii/simcc_res50_wo-deconv-8xb64-210e_mpii-'
-                    '256x256.py', _tiny_resnet),
-    'regression': Family('topdown_regression/mpii/td-reg_res50_8xb64-210e_'
-                         'mpii-256x256.py', _tiny_resnet),
-    'rle': Family('topdown_regression/mpii/td-reg_res50_rle-8xb64-210e_'
-                  'mpii-256x256.py', _tiny_resnet),
-    # A COCO-trained, BatchNorm-free zoo model (MMPretrain's ViT), with an
-    # MPII head; its HeatmapHead deconvolutions hard-code BatchNorm.
-    'vitpose': Family('topdown_heatmap/coco/td-hm_ViTPose-small_8xb64-210e_'
-                      'coco-256x192.py', _vitpose, (48, 64)),
-    # The paper's model (this project's config).
-    'tinyvit': Family(osp.join(ROOT, 'configs', '_base_',
-                               'tinyvit_simcc_mpii.py'), _tinyvit),
-}
-
-
-def _codec(stock: Dict, input_size: Tuple[int, int]) -> Dict:
-    """The stock codec at ``input_size``, heatmap and SimCC sigma scaled."""
-    codec = copy.deepcopy(dict(stock))
-    ratio = input_size[0] / stock['input_size'][0]
-    codec['input_size'] = input_size
-    if 'heatmap_size' in codec:
-        codec['heatmap_size'] = tuple(
-            round(s * ratio) for s in codec['heatmap_size'])
-    if codec['type'] == 'SimCCLabel':
-        sigma = codec['sigma']
-        codec['sigma'] = (tuple(s * ratio for s in sigma) if isinstance(
-            sigma, (tuple, list)) else sigma * ratio)
-    return codec
-
-
-def _model_config(family: str):
-    spec = FAMILIES[family]
-    cfg = Config.fromfile(osp.join(STOCK_CONFIGS, spec.config))
-    model = copy.deepcopy(cfg.model)
-    model.backbone.init_cfg = None  # no download; statistics set below
-    spec.shrink(model)
-    codec = _codec(cfg.codec, spec.input_size)
-    model.head.decoder = codec
-    size = spec.input_size
-    if 'input_size' in model.head:
-        model.head.input_size = size
-        model.head.in_featuremap_size = (size[0] // 32, size[1] // 32)
-    return model, codec
-
+# -- tiny models from the stock configs (tools/tiny_families.py) ----------
 
 @pytest.fixture(scope='module', autouse=True)
 def one_thread():
@@ -357,7 +156,7 @@ def _prepared_family(family: str, mode: str, annotations):
     """The prepared tiny model in float64, the batch, and what was done."""
     init_default_scope('mmpose')
     from mmpose.registry import MODELS
-    model_cfg, codec = _model_config(family)
+    model_cfg, codec = tiny_model_config(family)
     torch.manual_seed(0)
     model = MODELS.build(model_cfg)
     dataset = _dataset(annotations, codec, FAMILIES[family].input_size)
@@ -646,7 +445,7 @@ def test_loss_normalised_by_a_batch_statistic_is_refused(
         batch_normalised_loss):
     init_default_scope('mmpose')
     from mmpose.registry import MODELS
-    model = MODELS.build(_model_config('resnet')[0])
+    model = MODELS.build(tiny_model_config('resnet')[0])
     model.head.loss_module = batch_normalised_loss()
     refusal = r'_VisibleJointMeanLoss \(at head\.loss_module\) reduces'
     with pytest.raises(NotPrivateError, match=refusal):
