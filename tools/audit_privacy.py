@@ -12,9 +12,12 @@ for choosing the best of several guess counts; the bound has power only
 where 2 m delta is small, so audit with a small privacy.delta). The bound
 must stay below
 the epsilon that the ledger claims; ``--self-check`` repeats the audit on
-deliberately broken mechanisms (no noise; noise divided by the number of
-processes; clipping off) and reports whether each is caught (its lower
-bound above the claim).
+deliberately broken mechanisms (no noise and noise divided by the number of
+processes, both in the production noise step; canaries that skip clipping,
+a simulated failure: canaries are added after the engine's clipping, so the
+audit cannot see whether production clipping, sampling or unit grouping
+work; ``tools/check_sensitivity.py --self-check`` breaks those) and reports
+whether each is caught (its lower bound above the claim).
 
 Usage::
 
@@ -37,7 +40,7 @@ from mmpose_dp.privacy.auditing import audit_from_scores
 from mmpose_dp.privacy.canaries import GradientCanaries
 
 #: Broken mechanisms of the self-check; each must be caught.
-BROKEN = ('no-noise', 'noise-divided-by-processes', 'clipping-off')
+BROKEN = ('no-noise', 'noise-divided-by-processes', 'canaries-unclipped')
 #: The number of processes the noise is wrongly divided by.
 PROCESSES = 16
 
@@ -58,7 +61,7 @@ class CanaryHook(Hook):
         ow = runner.optim_wrapper
         self.canaries = GradientCanaries(
             ow.params, self.num_canaries, ow.sample_rate, ow.max_grad_norm,
-            self.seed, clip=self.mechanism != 'clipping-off')
+            self.seed, clip=self.mechanism != 'canaries-unclipped')
         ow.canaries = self.canaries
         add_noise = ow.add_noise
         if self.mechanism == 'no-noise':

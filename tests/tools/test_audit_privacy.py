@@ -31,7 +31,7 @@ def test_audit_passes_the_mechanism_and_catches_broken_ones(
     assert 0 < result['correct'] <= result['guesses']
     checks = {r['mechanism']: r for r in result['self_check']}
     assert set(checks) == {'no-noise', 'noise-divided-by-processes',
-                           'clipping-off'}
+                           'canaries-unclipped'}
     for r in checks.values():
         assert r['caught'] and r['epsilon_lower_bound'] > \
             r['claimed_epsilon'], r
