@@ -84,6 +84,10 @@ class PoissonBatchSampler(Sampler):
         # A unit's records are drawn together: an image's people (by image
         # content), or a record and its repeats (RepeatDataset).
         units = [g for g in group_by_image(unit_keys) if g[0] not in public]
+        #: A fingerprint of the private units (image contents, record ids):
+        #: names the data set a guarantee is about, reveals no record.
+        self.private_data_id = public_set_id(
+            [unit_keys[int(g[0])] for g in units])
         if not units:
             raise ValueError('the private training set is empty')
         self.units = units

@@ -365,7 +365,12 @@ class PrivacyHook(Hook):
             version=PLAN_VERSION, unit=sampler.unit,
             batch_norm=self._model_preparation.get('batch_norm'),
             trainable=self._model_preparation.get('trainable'),
-            n_private=sampler.num_private, target_epsilon=self.target_epsilon,
+            n_private=sampler.num_private,
+            private_data=sampler.private_data_id,
+            engine=getattr(getattr(ow.engine, 'chosen', None), 'name',
+                           None if ow.engine_name == 'auto' else
+                           ow.engine_name),
+            target_epsilon=self.target_epsilon,
             delta=self.delta, sample_rate=q,
             total_steps=self.ledger.steps + remaining,
             noise_multiplier=noise.noise_multiplier,
@@ -459,6 +464,9 @@ class PrivacyHook(Hook):
             runner.logger.info('[privacy] clipping engine auto: ' +
                                '; '.join(report))
             self._log_functorch(runner, engine.chosen)
+        chosen = getattr(engine, 'chosen', None)
+        if chosen is not None and self._plan is not None:
+            self._plan['engine'] = chosen.name
 
     @staticmethod
     def _log_functorch(runner, engine) -> None:
