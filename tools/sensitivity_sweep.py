@@ -1,19 +1,25 @@
-"""Run the neighbouring-dataset check on every config of this project and
-on MMPose's 31 stock MPII top-down configs (their model families).
+"""Run the neighbouring-dataset check on every DP config of this project and
+on the model families of MMPose's 31 stock MPII top-down configs.
 
 Each config runs through ``mmpose_dp.engine.sensitivity_check`` on a
-generated MPII-format set (256x256, 2-3 people per image) with an expected
-batch of 4 and 3 steps; this project's configs as they are (PDP's public
-set shrunk to 24 records, ``load_from`` dropped: the check needs no
-pretrained weights), the stock ones through the mixin exactly as
-``tools/stock_config_coverage.py`` writes them. Resumable: a config already
-in ``sensitivity.json`` is skipped. Writes ``sensitivity.json`` and
-``sensitivity.md`` (the table in ``docs/sensitivity_check.md``).
+generated MPII-format set (256x256 images, 2-3 people per image) with an
+expected batch of 4: this project's configs in ``configs/`` and
+``configs/synthetic/`` as they are (full size; PDP's public set shrunk to
+24 records and rank 8, ``load_from`` dropped: the check needs no
+pretrained weights); each stock family (``tools/tiny_families.py``: the
+stock config's model with channels and depth shrunk, 64x64 crops, the
+stock BatchNorm converted by the mixin) through the stock config and the
+mixin as ``tools/stock_config_coverage.py`` writes it; ``--full-stock``
+runs the 31 stock configs at full size instead (hours on 2 cores).
+Resumable: a config already in ``sensitivity.json`` is skipped. Writes
+``sensitivity.json`` and ``sensitivity.md`` (the table of
+``docs/sensitivity_check.md``).
 
 Usage::
 
-    python tools/sensitivity_sweep.py --out work_dirs/sensitivity_sweep \\
-        [--only PATTERN ...] [--project-only | --stock-only]
+    python tools/sensitivity_sweep.py --out work_dirs/sensitivity_sweep \
+        [--only PATTERN ...] [--project-only | --families-only] \
+        [--full-stock] [--steps 2]
 """
 import argparse
 import glob
@@ -34,7 +40,33 @@ PDP_OPTIONS = {'privacy.public_data.num_samples': 24,
 
 
 def project_configs() -> List[str]:
-    return sorted(glob.glob(osp.join(ROOT, 'configs', '*.py')))
+    """Every config of this project with a ``privacy`` section."""
+    paths = sorted(glob.glob(osp.join(ROOT, 'configs', '*.py')) +
+                   glob.glob(osp.join(ROOT, 'configs', 'synthetic', '*.py')))
+    return [p for p in paths if 'privacy' in open(p).read()]
+
+
+def family_config(family: str, data: str, folder: str):
+    """The stock config of ``family`` with the mixin, its model shrunk and
+    its crops at the family's small input size."""
+    from mmengine.config import Config
+    from stock_config_coverage import write_config, write_extra_config
+    from tiny_families import FAMILIES, tiny_model_config
+    spec = FAMILIES[family]
+    path = osp.join(folder, f'family_{family}.py')
+    writer = write_extra_config if 'coco' in spec.config else write_config
+    writer('body_2d_keypoint/' + spec.config, data, path)
+    cfg = Config.fromfile(path)
+    model, codec = tiny_model_config(family)
+    if 'coco' in spec.config:
+        model.head.out_channels = 16
+    cfg.model = model
+    for step in cfg.train_dataloader.dataset.pipeline:
+        if step['type'] == 'TopdownAffine':
+            step['input_size'] = spec.input_size
+        if step['type'] == 'GenerateTarget':
+            step['encoder'] = codec
+    return cfg
 
 
 def _data_options(data: str) -> Dict:
@@ -44,11 +76,8 @@ def _data_options(data: str) -> Dict:
             'train_dataloader.persistent_workers': False}
 
 
-def run_one(config: str, data: str, out: str, steps: int) -> Dict:
-    from mmengine.config import Config
+def run_one(name: str, cfg, data: str, out: str, steps: int) -> Dict:
     from mmpose_dp.engine.sensitivity_check import check_sensitivity
-    name = osp.splitext(osp.basename(config))[0]
-    cfg = Config.fromfile(config)
     options = dict(OPTIONS, **_data_options(data))
     if cfg.privacy.get('projection') is not None:
         options.update(PDP_OPTIONS)
@@ -60,7 +89,8 @@ def run_one(config: str, data: str, out: str, steps: int) -> Dict:
         return dict(config=name, status='error', seconds=round(
             time.time() - start), reason=f'{type(err).__name__}: {err}'[:300])
     return dict(config=name, status='PASS' if report['passed'] else 'FAIL',
-                seconds=round(time.time() - start), engine=report['engine'],
+                seconds=round(time.time() - start), steps=report['steps'],
+                engine=report['engine'],
                 unit=report['unit'],
                 remove=round(report['worst_remove_ratio'], 4),
                 replace=round(report['worst_replace_ratio'], 4),
@@ -72,20 +102,20 @@ def run_one(config: str, data: str, out: str, steps: int) -> Dict:
 def markdown(rows: List[Dict]) -> str:
     passed = sum(r['status'] == 'PASS' for r in rows)
     lines = [f'{passed} of {len(rows)} configs pass.', '',
-             '| config | result | engine | unit | removed (<= 1 C) | '
+             '| config | result | engine | unit | steps | removed (<= 1 C) | '
              'replaced (<= 2 C) | noise std / sigma C | batch-size variance '
              '/ binomial | time (s) |',
-             '|---|---|---|---|---:|---:|---:|---:|---:|']
+             '|---|---|---|---|---:|---:|---:|---:|---:|---:|']
     for r in rows:
         if r['status'] == 'error':
             lines.append(f"| {r['config']} | **error**: {r['reason']} | | | "
-                         f"| | | | {r['seconds']} |")
+                         f"| | | | | {r['seconds']} |")
             continue
         result = r['status'] + (f": {r['reason']}" if r['reason'] else '')
         lines.append(f"| {r['config']} | {result} | {r['engine']} | "
-                     f"{r['unit']} | {r['remove']:.4f} | {r['replace']:.4f} "
-                     f"| {r['noise']:.4f} | {r['sampling']:.3f} | "
-                     f"{r['seconds']} |")
+                     f"{r['unit']} | {r.get('steps', 3)} | {r['remove']:.4f} "
+                     f"| {r['replace']:.4f} | {r['noise']:.4f} | "
+                     f"{r['sampling']:.3f} | {r['seconds']} |")
     return '\n'.join(lines) + '\n'
 
 
@@ -93,36 +123,58 @@ def main(argv=None) -> List[Dict]:
     parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
     parser.add_argument('--out', default='work_dirs/sensitivity_sweep')
     parser.add_argument('--only', nargs='*', help='config name substrings')
-    parser.add_argument('--steps', type=int, default=3)
+    parser.add_argument('--steps', type=int, default=2)
+    parser.add_argument('--full-stock', action='store_true',
+                        help='the 31 stock configs at full size instead of '
+                        'the tiny families')
     which = parser.add_mutually_exclusive_group()
     which.add_argument('--project-only', action='store_true')
-    which.add_argument('--stock-only', action='store_true')
+    which.add_argument('--families-only', action='store_true')
     args = parser.parse_args(argv)
+    from mmengine.config import Config
     from make_synthetic_mpii import make_synthetic_mpii
     from stock_config_coverage import stock_configs, write_config
+    from tiny_families import FAMILIES
     out = osp.abspath(args.out)
     data = osp.join(out, 'data')
     if not osp.exists(osp.join(data, 'annotations', 'mpii_gt_val.mat')):
         make_synthetic_mpii(data, 40, 4, seed=0, size=(256, 256),
                             people_per_image='2-3')
-    configs = [] if args.stock_only else project_configs()
-    if not args.project_only:
-        os.makedirs(osp.join(out, 'stock'), exist_ok=True)
+    folder = osp.join(out, 'configs')
+    os.makedirs(folder, exist_ok=True)
+    # name -> a function building its config (built only when it runs)
+    configs = {}
+    if not args.families_only:
+        for path in project_configs():
+            configs[osp.splitext(osp.basename(path))[0]] = (
+                lambda path=path: Config.fromfile(path))
+    if not args.project_only and args.full_stock:
         for stock in stock_configs():
-            path = osp.join(out, 'stock',
-                            osp.splitext(osp.basename(stock))[0] + '.py')
-            write_config(stock, data, path)
-            configs.append(path)
+            name = osp.splitext(osp.basename(stock))[0]
+            path = osp.join(folder, name + '.py')
+
+            def build(stock=stock, path=path):
+                write_config(stock, data, path)
+                return Config.fromfile(path)
+            configs[name] = build
+    elif not args.project_only:
+        for family in FAMILIES:
+            if osp.isabs(FAMILIES[family].config):
+                continue  # this project's TinyViT: among the configs above
+            configs[f'family: {family}'] = (
+                lambda family=family: family_config(family, data, folder))
     if args.only:
-        configs = [c for c in configs if any(s in c for s in args.only)]
+        configs = {n: c for n, c in configs.items()
+                   if any(s in n for s in args.only)}
     record = osp.join(out, 'sensitivity.json')
     rows = json.load(open(record)) if osp.exists(record) else []
     done = {r['config'] for r in rows}
-    for i, config in enumerate(configs):
-        name = osp.splitext(osp.basename(config))[0]
+    for i, (name, build) in enumerate(configs.items()):
         if name in done:
             continue
-        row = run_one(config, data, out, args.steps)
+        row = run_one(name.replace('family: ', 'family_'), build(), data,
+                      out, args.steps)
+        row['config'] = name
         rows.append(row)
         with open(record, 'w') as f:
             json.dump(rows, f, indent=1)

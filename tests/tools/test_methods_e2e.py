@@ -4,7 +4,6 @@ import json
 import re
 
 import pytest
-import torch
 
 from mmpose_dp.engine.checkpoint_loading import load_checkpoint_file
 
