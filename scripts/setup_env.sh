@@ -14,7 +14,7 @@ TORCHVISION_VERSION=0.29.1
 MMCV_VERSION=2.1.0
 CACHE=${MMPOSE_DP_CACHE:-$HOME/.cache/mmpose-dp}
 STAMP="$VENV/.mmpose_dp_setup_stamp"
-WANT=$( (cat "$0"; cat setup.py) | sha256sum | cut -d' ' -f1)
+WANT=$( (cat "$0"; cat setup.py requirements.txt) | sha256sum | cut -d' ' -f1)
 
 if [ -f "$STAMP" ] && [ "$(cat "$STAMP")" = "$WANT" ] && "$VENV/bin/python" -c "import mmpose_dp" 2>/dev/null; then
   echo "[setup] .venv is up to date"
@@ -54,5 +54,5 @@ fi
 "${PIP[@]}" install -q "mmpretrain==1.2.0" "numpy<2" "opencv-python<4.12"
 # 5. the project itself.
 "${PIP[@]}" install -q --no-deps --no-build-isolation -e .
-"$VENV/bin/python" -c "import mmpose_dp, mmpose.models, mmcv.ops, mmpretrain.models, albumentations, opacus, prv_accountant; print('[setup] ok: mmpose_dp', mmpose_dp.__version__)"
+"$VENV/bin/python" -c "import mmpose_dp, mmpose.models, mmcv.ops, mmpretrain.models, albumentations, opacus, prv_accountant, onnx, onnxruntime; print('[setup] ok: mmpose_dp', mmpose_dp.__version__)"
 echo "$WANT" > "$STAMP"

@@ -1,0 +1,57 @@
+"""The private model as its run trained it, rebuilt from config and
+checkpoint: the config's model, its BatchNorm converted as the checkpoint's
+privacy plan says, the trained weights loaded strictly."""
+import copy
+from typing import Dict, Tuple
+
+from mmengine.config import Config
+from mmengine.registry import init_default_scope
+from torch import nn
+
+from ..engine.checkpoint_loading import load_checkpoint_file
+from ..engine.checkpoint_privacy import privacy_state
+from ..engine.model_preparation import batch_norm_settings
+from ..models import convert_batch_norm, is_batch_norm
+from ..privacy import NotPrivateError
+
+
+def read_private_checkpoint(path: str) -> Tuple[Dict, Dict, Dict]:
+    """``(state_dict, ledger state, plan)`` of a DP checkpoint; refuses one
+    without a privacy ledger."""
+    checkpoint = load_checkpoint_file(path, 'cpu')
+    ledger, plan = privacy_state(checkpoint)
+    if ledger is None:
+        raise NotPrivateError(
+            f'{path} holds no privacy ledger: it was not written by a DP '
+            'run (or its privacy record was stripped), so there is no '
+            'guarantee to export with it')
+    return checkpoint.get('state_dict', checkpoint), ledger, plan or {}
+
+
+def build_private_model(cfg: Config, plan: Dict) -> nn.Module:
+    """The network the run trained: ``cfg.model`` built, BatchNorm frozen
+    or replaced by GroupNorm as recorded in ``plan``."""
+    from mmpose.registry import MODELS
+    init_default_scope(cfg.get('default_scope', 'mmpose'))
+    model_cfg = copy.deepcopy(cfg.model)
+    if 'backbone' in model_cfg:
+        model_cfg.backbone.init_cfg = None  # the weights come from the run
+    model = MODELS.build(model_cfg)
+    mode = (plan.get('batch_norm') or {}).get('mode')
+    if mode and any(is_batch_norm(m) for m in model.modules()):
+        settings = batch_norm_settings(dict(cfg.get('privacy') or {}))
+        convert_batch_norm(model, mode, settings['num_groups'])
+    return model
+
+
+def load_private_model(cfg: Config, checkpoint: str) -> nn.Module:
+    """:func:`build_private_model` with the checkpoint's weights (strict),
+    in eval mode, with ``cfg`` and the data set's metainfo attached as
+    MMPose's ``init_model`` does."""
+    from mmpose.apis.inference import dataset_meta_from_config
+    state_dict, _, plan = read_private_checkpoint(checkpoint)
+    model = build_private_model(cfg, plan)
+    model.load_state_dict(state_dict, strict=True)
+    model.cfg = cfg
+    model.dataset_meta = dataset_meta_from_config(cfg, dataset_mode='train')
+    return model.eval()
