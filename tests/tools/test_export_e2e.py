@@ -139,9 +139,10 @@ def test_stock_mmpose_runs_the_exported_model_without_mmpose_dp(
     assert result['epsilon'] == card['epsilon'] > 0
 
 
+@pytest.mark.parametrize('case', list(CASES))
 def test_mmpose_own_test_tool_reproduces_the_private_pckh(
-        trained, tmp_path):
-    cfg, ckpt = trained['group_norm_from_scratch']
+        trained, tmp_path, case):
+    cfg, ckpt = trained[case]
     _export(cfg, ckpt, tmp_path / 'export')
     private = _run('tools/test.py', cfg, ckpt, '--work-dir',
                    str(tmp_path / 'p'), '--out', str(tmp_path / 'p.json'),
@@ -377,3 +378,20 @@ def test_groupnorm_where_a_stock_head_hard_codes_batchnorm(tmp_path,
     private = load_private_model(Config.fromfile(cfg), ckpt)
     with torch.no_grad():
         assert torch.equal(model._forward(x), private._forward(x))
+
+
+def test_the_papers_tinyvit_simcc_exports_to_onnx(tmp_path, synthetic_mpii):
+    # UpsampleSimCCHead is mmpose_dp's: the config needs mmpose_dp.models,
+    # ONNX Runtime needs nothing.
+    cfg = _config(tmp_path, synthetic_mpii,
+                  config=f'{ROOT}/configs/synthetic/'
+                  'dp_tinyvit_simcc_synthetic.py',
+                  **{'train_cfg.max_epochs': 1, 'train_cfg.val_interval': 1})
+    _run('tools/train.py', cfg, '--work-dir', str(tmp_path / 'w'))
+    proc = _export(cfg, str(tmp_path / 'w' / 'epoch_1.pth'),
+                   tmp_path / 'export', '--onnx', '--allow-mmpose-dp-modules')
+    assert "modules ['UpsampleSimCCHead']" in proc.stdout
+    assert 'matches the private one to 0.0e+00' in proc.stdout
+    onnx = [float(v) for v in proc.stdout.split('matches torch to')[1]
+            .replace(',', ' ').split()[1::2]]
+    assert len(onnx) == 2 and max(onnx) <= 1e-4
