@@ -42,14 +42,17 @@ def build_public_feature_loader(train_loader_cfg: Dict,
     cfg['sampler'] = dict(type='DefaultSampler', shuffle=True)
     if seed is not None:
         cfg['sampler']['seed'] = seed
-    pipeline = list(cfg['dataset']['pipeline'])
-    types = [t.get('type') for t in pipeline]
-    if 'TopdownAffine' not in types:
-        raise ValueError('privacy.public_features needs a TopdownAffine step '
-                         'in train_dataloader.dataset.pipeline')
-    at = types.index('TopdownAffine') + 1
-    pipeline.insert(at, transform or dict(type='PublicFeatureBlur'))
-    cfg['dataset']['pipeline'] = pipeline
+    # A ConcatDataset (several sources) has a pipeline per source.
+    datasets = cfg['dataset'].get('datasets') or [cfg['dataset']]
+    for dataset in datasets:
+        pipeline = list(dataset['pipeline'])
+        types = [t.get('type') for t in pipeline]
+        if 'TopdownAffine' not in types:
+            raise ValueError('privacy.public_features needs a TopdownAffine '
+                             'step in the training pipeline')
+        at = types.index('TopdownAffine') + 1
+        pipeline.insert(at, transform or dict(type='PublicFeatureBlur'))
+        dataset['pipeline'] = pipeline
     return Runner.build_dataloader(cfg, seed=None)
 
 

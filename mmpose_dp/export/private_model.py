@@ -53,5 +53,8 @@ def load_private_model(cfg: Config, checkpoint: str) -> nn.Module:
     model = build_private_model(cfg, plan)
     model.load_state_dict(state_dict, strict=True)
     model.cfg = cfg
-    model.dataset_meta = dataset_meta_from_config(cfg, dataset_mode='train')
+    for mode in ('train', 'val', 'test'):  # a ConcatDataset has none
+        model.dataset_meta = dataset_meta_from_config(cfg, dataset_mode=mode)
+        if model.dataset_meta is not None:
+            break
     return model.eval()
