@@ -1,8 +1,18 @@
 #!/usr/bin/env bash
-# Set up (or reuse) .venv, then run the test suite (CPU only, a few minutes).
+# Set up (or reuse) .venv, then run the test suite (CPU only).
+#   bash scripts/run_tests.sh           the CI suite (tests not marked slow)
+#   bash scripts/run_tests.sh --full    every test, the wide end-to-end
+#                                       checks marked slow included
+# Further arguments go to pytest (e.g. -k, -x, a test path).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup_env.sh
 export OMP_NUM_THREADS=${OMP_NUM_THREADS:-2}
 export NO_ALBUMENTATIONS_UPDATE=1  # no network check on import
-exec .venv/bin/python -m pytest -q -p no:cacheprovider tests "$@"
+SELECT=(-m "not slow")
+if [ "${1:-}" = "--full" ]; then
+  shift
+  SELECT=()
+fi
+exec .venv/bin/python -m pytest -q -p no:cacheprovider --durations=25 \
+  "${SELECT[@]}" tests "$@"

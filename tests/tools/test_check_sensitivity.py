@@ -35,9 +35,18 @@ def _check(crowd, tmp_path, config=METHODS['dp'], steps=3, noise=False,
                              log=lambda line: None)
 
 
-@pytest.mark.parametrize('unit', ['image', 'instance'])
-@pytest.mark.parametrize('method', list(METHODS))
-@pytest.mark.parametrize('engine', ENGINES)
+#: In CI: each engine, each method and each unit once (the other 28
+#: combinations are marked slow: scripts/run_tests.sh --full).
+CI_COMBINATIONS = {('fast', 'dp', 'image'), ('hooks', 'pdp', 'instance'),
+                   ('vmap', 'fdp', 'image'), ('auto', 'hybrid', 'instance')}
+COMBINATIONS = [
+    pytest.param(engine, method, unit, marks=() if (engine, method, unit)
+                 in CI_COMBINATIONS else pytest.mark.slow)
+    for engine in ENGINES for method in METHODS
+    for unit in ('image', 'instance')]
+
+
+@pytest.mark.parametrize('engine,method,unit', COMBINATIONS)
 def test_every_engine_method_and_unit_has_sensitivity_c(
         crowd, tmp_path, engine, method, unit):
     report = _check(crowd, tmp_path, METHODS[method],
@@ -59,8 +68,10 @@ def test_the_noise_and_the_sampler_are_what_the_ledger_counts(crowd,
     assert abs(report['sampling']['variance_ratio'] - 1) < 0.2
 
 
-@pytest.mark.parametrize('family', ['mspn', 'rsn'])
-@pytest.mark.parametrize('engine', ['vmap', 'auto'])
+@pytest.mark.parametrize('family,engine', [
+    ('mspn', 'vmap'), ('rsn', 'auto'),
+    pytest.param('mspn', 'auto', marks=pytest.mark.slow),
+    pytest.param('rsn', 'vmap', marks=pytest.mark.slow)])
 def test_multilevel_heatmap_families_have_sensitivity_c(crowd, tmp_path,
                                                         family, engine):
     config = osp.join(SYNTHETIC, f'dp_tiny_{family}_synthetic.py')

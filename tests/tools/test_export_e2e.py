@@ -64,20 +64,35 @@ CASES = {
 }
 
 
-@pytest.fixture(scope='module')
-def trained(tmp_path_factory, synthetic_mpii, bn_checkpoint):
-    """case -> (config, checkpoint) of a one-epoch private run."""
-    runs = {}
-    for case, options in CASES.items():
-        tmp = tmp_path_factory.mktemp(case)
+class _TrainedOnDemand(dict):
+    """case -> (config, checkpoint) of a one-epoch private run, trained the
+    first time a test asks for it (CI runs only some cases)."""
+
+    def __init__(self, factory, data, checkpoint):
+        super().__init__()
+        self.factory, self.data, self.checkpoint = factory, data, checkpoint
+
+    def __missing__(self, case):
+        options = CASES[case]
+        tmp = self.factory.mktemp(case)
         if case != 'group_norm_from_scratch':
-            options = dict(options, load_from=bn_checkpoint)
-        cfg = _config(tmp, synthetic_mpii, **{
+            options = dict(options, load_from=self.checkpoint)
+        cfg = _config(tmp, self.data, **{
             'train_cfg.max_epochs': 1, 'train_cfg.val_interval': 1,
             **options})
         _run('tools/train.py', cfg, '--work-dir', str(tmp / 'w'))
-        runs[case] = (cfg, str(tmp / 'w' / 'epoch_1.pth'))
-    return runs
+        self[case] = (cfg, str(tmp / 'w' / 'epoch_1.pth'))
+        return self[case]
+
+
+@pytest.fixture(scope='module')
+def trained(tmp_path_factory, synthetic_mpii, bn_checkpoint):
+    return _TrainedOnDemand(tmp_path_factory, synthetic_mpii, bn_checkpoint)
+
+
+#: CI exports the frozen-BatchNorm case; the other two are marked slow.
+CASE_PARAMS = [pytest.param(case, marks=() if case == 'frozen_batch_norm'
+                            else pytest.mark.slow) for case in CASES]
 
 
 def _export(cfg, ckpt, out, *flags):
@@ -111,7 +126,7 @@ def _private_keypoints(cfg, ckpt, boxes):
             for p, b in boxes.items()}
 
 
-@pytest.mark.parametrize('case', list(CASES))
+@pytest.mark.parametrize('case', CASE_PARAMS)
 def test_stock_mmpose_runs_the_exported_model_without_mmpose_dp(
         trained, tmp_path, synthetic_mpii, case):
     cfg, ckpt = trained[case]
@@ -139,7 +154,7 @@ def test_stock_mmpose_runs_the_exported_model_without_mmpose_dp(
     assert result['epsilon'] == card['epsilon'] > 0
 
 
-@pytest.mark.parametrize('case', list(CASES))
+@pytest.mark.parametrize('case', CASE_PARAMS)
 def test_mmpose_own_test_tool_reproduces_the_private_pckh(
         trained, tmp_path, case):
     cfg, ckpt = trained[case]
@@ -193,32 +208,13 @@ def test_the_export_holds_no_secret_and_no_private_statistic(
     # Train in this process, recording every secret drawn; export; no
     # exported file holds any of them, an optimizer state, a message hub
     # or a loss.
-    from .test_privacy_hardening_e2e import SECRET, _encodings
-    import mmpose_dp.datasets.poisson_sampler as sampler_module
-    import mmpose_dp.privacy.noise as noise_module
-    import train as train_tool
+    from .test_privacy_hardening_e2e import (SECRET, _encodings,
+                                             train_recording_secrets,
+                                             unique_visualizer)
     cfg = _config(tmp_path, synthetic_mpii, **SECRET, **{
-        'train_cfg.max_epochs': 1, 'train_cfg.val_interval': 1})
-    drawn = []
-
-    def recording(real):
-        def draw(*args):
-            value = real(*args)
-            drawn.append(value)
-            return value
-        return draw
-
-    patch = pytest.MonkeyPatch()
-    patch.setattr(sampler_module, 'secret_seed',
-                  recording(sampler_module.secret_seed))
-    patch.setattr(noise_module, 'secret_seed',
-                  recording(noise_module.secret_seed))
-    patch.setattr(sys, 'argv', ['train.py', cfg, '--work-dir',
-                                str(tmp_path / 'w')])
-    try:
-        train_tool.main()
-    finally:
-        patch.undo()
+        'train_cfg.max_epochs': 1, 'train_cfg.val_interval': 1},
+        **unique_visualizer(tmp_path))
+    drawn = train_recording_secrets(cfg, str(tmp_path / 'w'))
     assert len(drawn) >= 2
     out = tmp_path / 'export'
     _export(cfg, str(tmp_path / 'w' / 'epoch_1.pth'), out, '--onnx')
@@ -298,6 +294,7 @@ def test_the_exported_model_is_still_recognised_as_dp(trained, tmp_path,
     assert 'disjoint_from_loaded_checkpoint=True' in proc.stderr
 
 
+@pytest.mark.slow
 def test_a_stock_hrnet_w32_trained_from_scratch_exports_as_stock_mmpose(
         tmp_path, synthetic_mpii):
     # The stock MPII HRNet-W32 config with the mixin: BatchNorm becomes
@@ -333,6 +330,7 @@ def test_a_stock_hrnet_w32_trained_from_scratch_exports_as_stock_mmpose(
                       np.asarray(want[path])).max() <= 1e-3
 
 
+@pytest.mark.slow
 def test_groupnorm_where_a_stock_head_hard_codes_batchnorm(tmp_path,
                                                            synthetic_mpii):
     # A stock HeatmapHead builds its deconvolutions with nn.BatchNorm2d

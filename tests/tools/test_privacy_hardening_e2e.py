@@ -46,14 +46,11 @@ def _encodings(value: int):
     return out
 
 
-@pytest.fixture(scope='module')
-def secret_run(tmp_path_factory, synthetic_mpii):
-    """tools/train.py in this process, recording every secret it draws."""
+def train_recording_secrets(cfg: str, work_dir: str) -> list:
+    """tools/train.py in this process; returns every secret seed it drew."""
     import mmpose_dp.datasets.poisson_sampler as sampler_module
     import mmpose_dp.privacy.noise as noise_module
     import train as train_tool
-    tmp = tmp_path_factory.mktemp('secret')
-    cfg = _config(tmp, synthetic_mpii, **SECRET)
     drawn = []
 
     def recording(real):
@@ -68,13 +65,26 @@ def secret_run(tmp_path_factory, synthetic_mpii):
                   recording(sampler_module.secret_seed))
     patch.setattr(noise_module, 'secret_seed',
                   recording(noise_module.secret_seed))
-    patch.setattr(sys, 'argv', ['train.py', cfg, '--work-dir',
-                                str(tmp / 'work')])
+    patch.setattr(sys, 'argv', ['train.py', cfg, '--work-dir', work_dir])
     try:
         train_tool.main()
     finally:
         patch.undo()
-    return tmp / 'work', drawn
+    return drawn
+
+
+def unique_visualizer(tmp) -> dict:
+    """MMEngine keeps visualizers by name for the whole process: an earlier
+    in-process run's 'visualizer' would take a later run's scalars to its
+    own work dir."""
+    return {'visualizer.name': f'visualizer_{tmp.name}'}
+
+
+@pytest.fixture(scope='module')
+def secret_run(tmp_path_factory, synthetic_mpii):
+    tmp = tmp_path_factory.mktemp('secret')
+    cfg = _config(tmp, synthetic_mpii, **SECRET, **unique_visualizer(tmp))
+    return tmp / 'work', train_recording_secrets(cfg, str(tmp / 'work'))
 
 
 def test_no_secret_seed_reaches_the_work_dir(secret_run):
