@@ -9,7 +9,12 @@ import torch
 
 ROOT = osp.dirname(osp.dirname(osp.abspath(__file__)))
 sys.path.insert(0, osp.join(ROOT, 'tools'))
-torch.set_num_threads(min(2, os.cpu_count() or 1))
+#: Threads a test process (and the tools it runs) may use: the cores shared
+#: among pytest-xdist's workers, at most 2.
+THREADS = max(1, min(2, (os.cpu_count() or 1) //
+                     int(os.environ.get('PYTEST_XDIST_WORKER_COUNT', 1))))
+torch.set_num_threads(THREADS)
+os.environ['OMP_NUM_THREADS'] = str(THREADS)
 
 TINY_CONFIG = osp.join(ROOT, 'configs', 'synthetic',
                        'dp_tiny_hrnet_synthetic.py')

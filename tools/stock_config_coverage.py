@@ -1,20 +1,28 @@
-"""Train every stock MMPose MPII top-down config privately with only the mixin.
+"""Train every stock MMPose top-down config privately with only the mixin.
 
-For each of MMPose's ``body_2d_keypoint/*/mpii/*.py`` configs, writes::
+For each of MMPose's MPII (``--dataset mpii``, 31 configs) or COCO
+(``--dataset coco``: ``topdown_heatmap``, ``rtmpose``, ``simcc`` and
+``topdown_regression``, 139 configs) top-down configs, writes::
 
     _base_ = ['mmpose::<config>', 'configs/_base_/dp_sgd.py']
-    + data paths of a generated MPII-format set, 1 epoch, batch 2
+    + data paths of a generated MPII- or COCO-format set, 1 epoch, batch 2
     + model.backbone.init_cfg = None (offline: no ImageNet download)
 
 runs ``tools/train.py`` on it (DP-SGD through the mixin alone: BatchNorm
 handled by privacy.batch_norm='auto', which picks GroupNorm without
-pretrained weights) and ``tools/test.py`` on the checkpoint, and writes the
-coverage table (trained, or refused with the reason) as markdown and JSON.
+pretrained weights) and ``tools/test.py`` on the checkpoint (PCKh, or COCO
+AP with MMPose's CocoMetric on detector boxes), and writes the coverage
+table (trained, or refused with the reason; engine, trainable parameters,
+BatchNorm handling, epsilon and wall time per config) as markdown and JSON.
+Resumable: a config already in ``coverage.json`` is not run again, so a
+long sweep (COCO) can be finished over several sittings; ``--only``
+selects configs by substring (a family).
 
 Usage::
 
     python tools/stock_config_coverage.py --out work_dirs/coverage
-    python tools/stock_config_coverage.py --configs mobilenetv2 rtmpose
+    python tools/stock_config_coverage.py --dataset coco \
+        --out work_dirs/coverage_coco [--only mspn rsn]
 """
 import argparse
 import glob
@@ -28,15 +36,20 @@ import time
 from typing import Dict, List
 
 ROOT = osp.dirname(osp.dirname(osp.abspath(__file__)))
-PATTERN = 'body_2d_keypoint/*/mpii/*.py'
+PATTERNS = {
+    'mpii': ['body_2d_keypoint/*/mpii/*.py'],
+    'coco': [f'body_2d_keypoint/{kind}/coco/*.py' for kind in
+             ('topdown_heatmap', 'rtmpose', 'simcc', 'topdown_regression')],
+}
 
 
-def stock_configs() -> List[str]:
-    """The stock MPII top-down configs, relative to MMPose's config dir."""
+def stock_configs(dataset: str = 'mpii') -> List[str]:
+    """The stock top-down configs of ``dataset``, relative to MMPose's
+    config dir."""
     import mmpose
     base = osp.join(osp.dirname(mmpose.__file__), '.mim', 'configs')
-    return sorted(osp.relpath(p, base)
-                  for p in glob.glob(osp.join(base, PATTERN)))
+    return sorted(osp.relpath(p, base) for pattern in PATTERNS[dataset]
+                  for p in glob.glob(osp.join(base, pattern)))
 
 
 def write_config(stock: str, data: str, path: str) -> None:
@@ -53,6 +66,36 @@ val_dataloader = dict(batch_size=2, num_workers=0, persistent_workers=False,
                                    headbox_file=data_root +
                                    'annotations/mpii_gt_val.mat'))
 test_dataloader = val_dataloader
+train_cfg = dict(max_epochs=1, val_interval=1)
+default_hooks = dict(logger=dict(interval=1),
+                     checkpoint=dict(interval=1, save_best=None))
+visualizer = dict(vis_backends=[dict(type='LocalVisBackend')])
+"""
+    with open(path, 'w') as f:
+        f.write(text)
+
+
+def write_coco_config(stock: str, data: str, path: str) -> None:
+    """A stock COCO config on a generated COCO set (make_synthetic_coco)."""
+    root = data.rstrip('/') + '/'
+    text = f"""_base_ = ['mmpose::{stock}',
+          '{ROOT}/configs/_base_/dp_sgd.py']
+data_root = '{root}'
+model = dict(backbone=dict(init_cfg=None))
+privacy = dict(target_epsilon=8.0, max_grad_norm=1.0)
+train_dataloader = dict(batch_size=2, num_workers=0, persistent_workers=False,
+                        dataset=dict(
+    data_root=data_root, ann_file='annotations/person_keypoints_train.json',
+    data_prefix=dict(img='images/')))
+val_dataloader = dict(batch_size=2, num_workers=0, persistent_workers=False,
+                      dataset=dict(
+    data_root=data_root, ann_file='annotations/person_keypoints_val.json',
+    bbox_file=data_root + 'person_detection_results/val_detections.json',
+    data_prefix=dict(img='images/')))
+test_dataloader = val_dataloader
+val_evaluator = dict(ann_file=data_root + 'annotations/'
+                     'person_keypoints_val.json')
+test_evaluator = val_evaluator
 train_cfg = dict(max_epochs=1, val_interval=1)
 default_hooks = dict(logger=dict(interval=1),
                      checkpoint=dict(interval=1, save_best=None))
@@ -151,7 +194,7 @@ def summary(work: str, log: str) -> Dict:
         patched=_find(r'(\d+) modules run a hook-safe forward', log, '0'),
         engine=_find(r'clipping engine auto: .*chose (\w+)', log,
                      _find(r"clipping engine '(\w+)'", log, '?')),
-        pckh=metrics.get('PCK'))
+        pckh=metrics.get('PCK'), ap=metrics.get('coco/AP'))
 
 
 def rerender(out: str) -> List[Dict]:
@@ -167,69 +210,96 @@ def rerender(out: str) -> List[Dict]:
     return rows
 
 
-def markdown(rows: List[Dict]) -> str:
+def markdown(rows: List[Dict], dataset: str = 'mpii') -> str:
     stock = [r for r in rows if not r.get('extra')]
     trained = sum(r['status'] == 'trained' for r in stock)
+    metric = 'PCKh@0.5' if dataset == 'mpii' else 'AP'
     lines = [
-        f'{trained} of {len(stock)} stock MPII top-down configs train '
-        'privately with only the mixin.', '',
+        f'{trained} of {len(stock)} stock {dataset.upper()} top-down configs '
+        'train privately with only the mixin.', '',
         '| config | result | steps | epsilon | engine | trainable params | '
-        'BatchNorm | hook-safe forwards | time (s) |',
-        '|---|---|---:|---:|---|---:|---|---:|---:|'
+        f'BatchNorm | hook-safe forwards | {metric} | time (s) |',
+        '|---|---|---:|---:|---|---:|---|---:|---:|---:|'
     ]
     for r in rows:
         if r['status'] == 'trained':
+            value = r.get('pckh') if dataset == 'mpii' else r.get('ap')
+            value = '' if value is None else f'{value:.3g}'
             lines.append(
                 f"| {r['name']} | trained, tested | {r['steps']} | "
                 f"{r['epsilon']:.2f} | {r['engine']} | {r['trainable']:,} | "
-                f"{r['batch_norm']} | {r['patched']} | {r['seconds']} |")
+                f"{r['batch_norm']} | {r['patched']} | {value} | "
+                f"{r['seconds']} |")
         else:
             lines.append(f"| {r['name']} | **{r['status']}**: "
-                         f"{r['reason']} | | | | | | | {r['seconds']} |")
+                         f"{r['reason']} | | | | | | | | {r['seconds']} |")
     return '\n'.join(lines) + '\n'
+
+
+def _data(dataset: str, out: str, num_train: int) -> str:
+    sys.path.insert(0, osp.join(ROOT, 'tools'))
+    data = osp.join(out, 'data')
+    if dataset == 'mpii':
+        from make_synthetic_mpii import make_synthetic_mpii
+        if not osp.exists(osp.join(data, 'annotations', 'mpii_gt_val.mat')):
+            make_synthetic_mpii(data, num_train, 4, seed=0, size=(256, 256))
+    else:
+        from make_synthetic_coco import make_synthetic_coco
+        if not osp.exists(osp.join(data, 'person_detection_results')):
+            make_synthetic_coco(data, num_train, 4, seed=0, size=(192, 256))
+    return data
 
 
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
     parser.add_argument('--out', default='work_dirs/stock_config_coverage')
-    parser.add_argument('--configs', nargs='*',
+    parser.add_argument('--dataset', choices=sorted(PATTERNS),
+                        default='mpii')
+    parser.add_argument('--configs', '--only', nargs='*',
                         help='substrings selecting configs (default: all)')
     parser.add_argument('--num-train', type=int, default=8)
     parser.add_argument('--extra', action='store_true',
-                        help='also the zoo models of EXTRA (ViTPose-small)')
+                        help='also the zoo models of EXTRA (ViTPose-small; '
+                        'MPII only)')
     parser.add_argument('--rerender', action='store_true',
                         help='rewrite the table of an earlier run from its '
                         'logs (with --extra: run only the extra models)')
     args = parser.parse_args(argv)
-    sys.path.insert(0, osp.join(ROOT, 'tools'))
-    from make_synthetic_mpii import make_synthetic_mpii
     out = osp.abspath(args.out)
-    data = osp.join(out, 'data')
-    if not osp.exists(osp.join(data, 'annotations', 'mpii_gt_val.mat')):
-        make_synthetic_mpii(data, args.num_train, 4, seed=0, size=(256, 256))
-    configs = [c for c in stock_configs()
+    os.makedirs(out, exist_ok=True)
+    data = _data(args.dataset, out, args.num_train)
+    writer = write_config if args.dataset == 'mpii' else write_coco_config
+    configs = [c for c in stock_configs(args.dataset)
                if not args.configs or any(s in c for s in args.configs)]
-    rows = []
+    record = osp.join(out, 'coverage.json')
+    rows = json.load(open(record)) if osp.exists(record) else []
     if args.rerender:
         rows, configs = [r for r in rerender(out) if not r.get('extra')], []
+    done = {r['config'] for r in rows}
     for i, stock in enumerate(configs):
-        row = run_one(stock, data, out, sys.executable)
+        if stock in done:
+            continue
+        row = run_one(stock, data, out, sys.executable, writer)
         rows.append(row)
+        with open(record, 'w') as f:
+            json.dump(rows, f, indent=1)
         print(f"[{i + 1}/{len(configs)}] {row['name']}: {row['status']} "
               f"({row['seconds']} s) {row.get('reason', '')}", flush=True)
-    if args.extra:
+    if args.extra and args.dataset == 'mpii':
         for label, stock in EXTRA.items():
+            if stock in done:
+                continue
             row = run_one(stock, data, out, sys.executable,
                           write_extra_config)
             row.update(name=label, extra=True)
             rows.append(row)
             print(f"[extra] {label}: {row['status']} ({row['seconds']} s) "
                   f"{row.get('reason', '')}", flush=True)
-    with open(osp.join(out, 'coverage.json'), 'w') as f:
+    with open(record, 'w') as f:
         json.dump(rows, f, indent=1)
     with open(osp.join(out, 'coverage.md'), 'w') as f:
-        f.write(markdown(rows))
-    print(markdown(rows))
+        f.write(markdown(rows, args.dataset))
+    print(markdown(rows, args.dataset))
     return rows
 
 

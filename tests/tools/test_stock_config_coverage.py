@@ -33,3 +33,29 @@ def test_stock_configs_train_privately_with_only_the_mixin(tmp_path):
     assert 'vitpose-small (COCO config, MPII data) | trained' in table
     assert json.loads((tmp_path / 'coverage.json').read_text()) == \
         rows + [vitpose]
+
+
+def test_the_139_stock_coco_configs_are_found():
+    configs = stock_configs('coco')
+    kinds = [c.split('/')[1] for c in configs]
+    assert len(configs) == 139
+    assert {k: kinds.count(k) for k in set(kinds)} == {
+        'topdown_heatmap': 116, 'rtmpose': 10, 'simcc': 4,
+        'topdown_regression': 9}
+    assert all('/coco/' in c for c in configs)
+
+
+def test_a_stock_coco_config_trains_reports_ap_and_is_not_rerun(tmp_path):
+    argv = ['--dataset', 'coco', '--out', str(tmp_path), '--num-train', '4',
+            '--only', 'td-hm_mobilenetv2_8xb64-210e_coco-256x192']
+    row, = main(argv)
+    assert row['status'] == 'trained', row
+    assert row['steps'] >= 1 and 0 < row['epsilon'] <= 8.0
+    assert 0 <= row['ap'] <= 1 and row['pckh'] is None
+    assert 'replaced by GroupNorm' in row['batch_norm']
+    table = (tmp_path / 'coverage.md').read_text()
+    assert '1 of 1 stock COCO top-down configs train privately' in table
+    # Resumable: a config already recorded is not trained again.
+    (tmp_path / row['name'] / 'epoch_1.pth').unlink()
+    assert main(argv) == [row]
+    assert not (tmp_path / row['name'] / 'epoch_1.pth').exists()
