@@ -2,7 +2,8 @@
 on the model families of MMPose's 31 stock MPII top-down configs.
 
 Each config runs through ``mmpose_dp.engine.sensitivity_check`` on a
-generated MPII-format set (256x256 images, 2-3 people per image) with an
+generated MPII-format set (256x256 images, 2-3 people per image; a COCO
+config on a generated COCO set, 192x256, 2-3 people per image) with an
 expected batch of 4: this project's configs in ``configs/`` and
 ``configs/synthetic/`` as they are (full size; PDP's public set shrunk to
 24 records and rank 8, ``load_from`` dropped: the check needs no
@@ -69,16 +70,36 @@ def family_config(family: str, data: str, folder: str):
     return cfg
 
 
-def _data_options(data: str) -> Dict:
+def _data_options(data: str, coco: bool = False) -> Dict:
     root = data.rstrip('/') + '/'
-    return {'train_dataloader.dataset.data_root': root,
-            'train_dataloader.num_workers': 0,
-            'train_dataloader.persistent_workers': False}
+    options = {'train_dataloader.dataset.data_root': root,
+               'train_dataloader.num_workers': 0,
+               'train_dataloader.persistent_workers': False}
+    if coco:  # the layout of tools/make_synthetic_coco.py
+        options.update({
+            'train_dataloader.dataset.ann_file':
+            'annotations/person_keypoints_train.json',
+            'train_dataloader.dataset.data_prefix': dict(img='images/')})
+    return options
+
+
+def is_coco(cfg) -> bool:
+    return cfg.train_dataloader.dataset.get('type') == 'CocoDataset'
+
+
+def coco_data(out: str) -> str:
+    """A generated COCO set (40 images, 2-3 people each) for COCO configs."""
+    from make_synthetic_coco import make_synthetic_coco
+    data = osp.join(out, 'data_coco')
+    if not osp.exists(osp.join(data, 'person_detection_results')):
+        make_synthetic_coco(data, 40, 4, seed=0, size=(192, 256),
+                            people_per_image='2-3')
+    return data
 
 
 def run_one(name: str, cfg, data: str, out: str, steps: int) -> Dict:
     from mmpose_dp.engine.sensitivity_check import check_sensitivity
-    options = dict(OPTIONS, **_data_options(data))
+    options = dict(OPTIONS, **_data_options(data, is_coco(cfg)))
     if cfg.privacy.get('projection') is not None:
         options.update(PDP_OPTIONS)
     start = time.time()
@@ -172,8 +193,10 @@ def main(argv=None) -> List[Dict]:
     for i, (name, build) in enumerate(configs.items()):
         if name in done:
             continue
-        row = run_one(name.replace('family: ', 'family_'), build(), data,
-                      out, args.steps)
+        cfg = build()
+        row = run_one(name.replace('family: ', 'family_'), cfg,
+                      coco_data(out) if is_coco(cfg) else data, out,
+                      args.steps)
         row['config'] = name
         rows.append(row)
         with open(record, 'w') as f:

@@ -98,6 +98,15 @@ def _seed_augmentations(dataset) -> None:
         base.prepare_data = seeded
 
 
+def _box_centre(info: Dict):
+    """(1, 2) centre of a record's box: MPII records carry it, COCO records
+    a ``bbox`` (x1, y1, x2, y2) that a transform turns into one later."""
+    if 'bbox_center' in info:
+        return info['bbox_center']
+    box = info['bbox']
+    return (box[:, :2] + box[:, 2:]) / 2
+
+
 def _replace_records(dataset, infos: List[Dict]) -> None:
     """The records ``infos`` (by image and annotation id) get other labels:
     the joints in reverse order, pulled towards the box centre."""
@@ -110,7 +119,7 @@ def _replace_records(dataset, infos: List[Dict]) -> None:
             info = get(idx)
             if (image_key(info), info.get('id')) in targets:
                 info = copy.deepcopy(info)
-                centre = info['bbox_center'][:, None]
+                centre = _box_centre(info)[:, None]
                 info['keypoints'] = centre + 0.5 * (
                     info['keypoints'][:, ::-1] - centre)
                 info['keypoints_visible'] = info['keypoints_visible'][:, ::-1]

@@ -100,3 +100,23 @@ def test_the_check_catches_each_planted_bug(crowd, tmp_path, bug, engine,
                         **{'privacy.engine': engine})
     assert not report['passed'], report
     assert set(PLANTED) == {b for b, _, _ in PLANTED_RUNS}
+
+
+def test_a_coco_config_has_sensitivity_c(tmp_path):
+    # COCO records carry a box, not its centre: the replaced unit's labels
+    # are built from it.
+    from make_synthetic_coco import make_synthetic_coco
+    from mmengine.config import Config
+    data = str(tmp_path / 'coco')
+    make_synthetic_coco(data, 24, 2, seed=3, people_per_image='2-3')
+    cfg = Config.fromfile(osp.join(SYNTHETIC,
+                                   'dp_tiny_hrnet_coco_synthetic.py'))
+    report = check_sensitivity(cfg, str(tmp_path / 'check'), steps=2,
+                               options={
+                                   **OPTIONS,
+                                   'train_dataloader.dataset.data_root':
+                                   data + '/'},
+                               log=lambda line: None)
+    assert report['passed'], report['failures']
+    assert report['worst_remove_ratio'] == pytest.approx(1.0, abs=1e-3)
+    assert report['removed_unit_records'] >= 2
