@@ -44,7 +44,9 @@ def project_configs() -> List[str]:
     """Every config of this project with a ``privacy`` section."""
     paths = sorted(glob.glob(osp.join(ROOT, 'configs', '*.py')) +
                    glob.glob(osp.join(ROOT, 'configs', 'synthetic', '*.py')))
-    return [p for p in paths if 'privacy' in open(p).read()]
+    from mmengine.config import Config
+    return [p for p in paths if 'privacy' in open(p).read()
+            and 'privacy' in Config.fromfile(p)]
 
 
 def family_config(family: str, data: str, folder: str):
