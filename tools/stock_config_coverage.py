@@ -52,20 +52,16 @@ def stock_configs(dataset: str = 'mpii') -> List[str]:
                   for p in glob.glob(osp.join(base, pattern)))
 
 
-def write_config(stock: str, data: str, path: str) -> None:
+def _write(stock: str, data: str, path: str, datasets: str) -> None:
+    """The stock config + the mixin, 1 epoch of batch 2, ``datasets`` (the
+    dataloader lines of the data format)."""
     root = data.rstrip('/') + '/'
     text = f"""_base_ = ['mmpose::{stock}',
           '{ROOT}/configs/_base_/dp_sgd.py']
 data_root = '{root}'
 model = dict(backbone=dict(init_cfg=None))
 privacy = dict(target_epsilon=8.0, max_grad_norm=1.0)
-train_dataloader = dict(batch_size=2, num_workers=0, persistent_workers=False,
-                        dataset=dict(data_root=data_root))
-val_dataloader = dict(batch_size=2, num_workers=0, persistent_workers=False,
-                      dataset=dict(data_root=data_root,
-                                   headbox_file=data_root +
-                                   'annotations/mpii_gt_val.mat'))
-test_dataloader = val_dataloader
+{datasets}test_dataloader = val_dataloader
 train_cfg = dict(max_epochs=1, val_interval=1)
 default_hooks = dict(logger=dict(interval=1),
                      checkpoint=dict(interval=1, save_best=None))
@@ -75,14 +71,21 @@ visualizer = dict(vis_backends=[dict(type='LocalVisBackend')])
         f.write(text)
 
 
+def write_config(stock: str, data: str, path: str) -> None:
+    """A stock MPII config on a generated MPII set (make_synthetic_mpii)."""
+    _write(stock, data, path, """\
+train_dataloader = dict(batch_size=2, num_workers=0, persistent_workers=False,
+                        dataset=dict(data_root=data_root))
+val_dataloader = dict(batch_size=2, num_workers=0, persistent_workers=False,
+                      dataset=dict(data_root=data_root,
+                                   headbox_file=data_root +
+                                   'annotations/mpii_gt_val.mat'))
+""")
+
+
 def write_coco_config(stock: str, data: str, path: str) -> None:
     """A stock COCO config on a generated COCO set (make_synthetic_coco)."""
-    root = data.rstrip('/') + '/'
-    text = f"""_base_ = ['mmpose::{stock}',
-          '{ROOT}/configs/_base_/dp_sgd.py']
-data_root = '{root}'
-model = dict(backbone=dict(init_cfg=None))
-privacy = dict(target_epsilon=8.0, max_grad_norm=1.0)
+    _write(stock, data, path, """\
 train_dataloader = dict(batch_size=2, num_workers=0, persistent_workers=False,
                         dataset=dict(
     data_root=data_root, ann_file='annotations/person_keypoints_train.json',
@@ -92,17 +95,10 @@ val_dataloader = dict(batch_size=2, num_workers=0, persistent_workers=False,
     data_root=data_root, ann_file='annotations/person_keypoints_val.json',
     bbox_file=data_root + 'person_detection_results/val_detections.json',
     data_prefix=dict(img='images/')))
-test_dataloader = val_dataloader
 val_evaluator = dict(ann_file=data_root + 'annotations/'
                      'person_keypoints_val.json')
 test_evaluator = val_evaluator
-train_cfg = dict(max_epochs=1, val_interval=1)
-default_hooks = dict(logger=dict(interval=1),
-                     checkpoint=dict(interval=1, save_best=None))
-visualizer = dict(vis_backends=[dict(type='LocalVisBackend')])
-"""
-    with open(path, 'w') as f:
-        f.write(text)
+""")
 
 
 #: Zoo models outside the MPII configs, trained on MPII data through their
