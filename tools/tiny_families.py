@@ -1,7 +1,9 @@
-"""Tiny models of every family of MMPose's stock MPII top-down configs (and
-ViTPose-small, the paper's TinyViT-SimCC), built from the stock config's
-model dict with channels and depth shrunk and the codec scaled to a small
-input, the stock normalisation layers kept.
+"""Tiny models of every family of MMPose's stock MPII top-down configs, of
+the families only its COCO zoo has (Swin, HRFormer, PVT, PVTv2, VGG,
+AlexNet, ResNeSt, ViPNAS; ViTPose-small) and of the paper's TinyViT-SimCC,
+built from the stock config's model dict with channels and depth shrunk and
+the codec scaled to a small input, the stock normalisation layers kept.
+Every head predicts MPII's 16 joints (the tests and the sweep use MPII data).
 
 Used by the per-family exactness tests (tests/models/test_model_families.py)
 and by the neighbouring-dataset sweep (tools/sensitivity_sweep.py).
@@ -13,6 +15,7 @@ from typing import Callable, Dict, NamedTuple, Optional, Tuple
 from mmengine.config import Config
 
 ROOT = osp.dirname(osp.dirname(osp.abspath(__file__)))
+MPII_JOINTS = 16
 
 
 def stock_config_dir() -> str:
@@ -114,8 +117,7 @@ def _vitpose(model):
         arch=dict(embed_dims=32, num_layers=2, num_heads=2,
                   feedforward_channels=64), img_size=(64, 48),
         drop_path_rate=0.0)
-    model.head.update(in_channels=32, out_channels=16,
-                      deconv_out_channels=(8, 8))
+    model.head.update(in_channels=32, deconv_out_channels=(8, 8))
 
 
 def _tinyvit(model):
@@ -127,6 +129,64 @@ def _tinyvit(model):
     model.head.in_channels = 80
 
 
+# -- families only in the COCO zoo (tried on MPII data: 16-joint heads) --
+
+def _swin(model):
+    # Shifted windows need two blocks a stage; the relative position bias
+    # table and its index buffer sit on the attention module.
+    model.backbone.update(embed_dims=16, depths=(2, 2, 2, 2),
+                          num_heads=(1, 2, 2, 4), drop_path_rate=0.0)
+    _heatmap_head(model, 128)
+
+
+def _hrformer(model):
+    extra = model.backbone.extra
+    extra.drop_path_rate = 0.0
+    extra.stage1.update(num_blocks=(1, ), num_channels=(8, ))
+    for stage, channels in (('stage2', (8, 16)), ('stage3', (8, 16, 32)),
+                            ('stage4', (8, 16, 32, 64))):
+        extra[stage].update(num_modules=1, num_channels=channels,
+                            num_blocks=(1, ) * len(channels))
+    model.head.in_channels = 8
+
+
+def _pvt(model):
+    # Stage widths are embed_dims x the stock heads (1, 2, 5, 8).
+    model.backbone.update(embed_dims=16, num_layers=[1, 1, 1, 1],
+                          pretrain_img_size=64, drop_path_rate=0.0)
+    _heatmap_head(model, 128)
+
+
+def _vgg(model):
+    # VGG's widths are fixed (64...512): three stages of VGG-11, stride 8,
+    # so one deconvolution reaches the heatmap's stride 4.
+    model.backbone.update(depth=11, num_stages=3, dilations=(1, 1, 1),
+                          out_indices=(2, ))
+    model.head.update(in_channels=256, deconv_out_channels=(8, ),
+                      deconv_kernel_sizes=(4, ))
+
+
+def _alexnet(model):
+    # AlexNet's widths and strides are fixed; 11x11 stride-4 stem.
+    _heatmap_head(model, 256)
+
+
+def _vipnas_resnet(model):
+    model.backbone.update(wid=[8, 16, 16, 32, 64], dep=[None, 1, 1, 1, 1],
+                          group=[None, 4, 4, 4, 4])
+    model.head.update(in_channels=64, deconv_out_channels=(16, 16, 16),
+                      deconv_num_groups=(4, 4, 4))
+
+
+def _vipnas_mbv3(model):
+    # groups divide each block's expanded width (wid x expan).
+    model.backbone.update(wid=[8, 8, 8, 16, 16, 16, 32],
+                          dep=[None, 1, 1, 1, 1, 1, 1],
+                          group=[None, 4, 40, 16, 20, 40, 48])
+    model.head.update(in_channels=32, deconv_out_channels=(16, 16, 16),
+                      deconv_num_groups=(16, 16, 16))
+
+
 class Family(NamedTuple):
     """A stock config and how to shrink its model dict in place."""
     config: str  #: under mmpose's configs/body_2d_keypoint/
@@ -134,8 +194,11 @@ class Family(NamedTuple):
     input_size: Tuple[int, int] = (64, 64)
     #: Trainable parameters outside the forward (no gradient, no row).
     unused_prefix: Optional[str] = None
+    #: The codec's heatmap size where the head's output is not input / 4.
+    heatmap_size: Optional[Tuple[int, int]] = None
 
 
+_COCO = 'topdown_heatmap/coco/'
 FAMILIES: Dict[str, Family] = {
     'resnet': Family('topdown_heatmap/mpii/td-hm_res50_8xb64-210e_mpii-'
                      '256x256.py', _resnet_heatmap()),
@@ -185,21 +248,42 @@ FAMILIES: Dict[str, Family] = {
     # The paper's model (this project's config).
     'tinyvit': Family(osp.join(ROOT, 'configs', '_base_',
                                'tinyvit_simcc_mpii.py'), _tinyvit),
+    # Families only in the COCO zoo.
+    'swin': Family(_COCO + 'td-hm_swin-t-p4-w7_8xb32-210e_coco-256x192.py',
+                   _swin),
+    'hrformer': Family(_COCO + 'td-hm_hrformer-small_8xb32-210e_coco-'
+                       '256x192.py', _hrformer),
+    'pvt': Family(_COCO + 'td-hm_pvt-s_8xb64-210e_coco-256x192.py', _pvt),
+    'pvtv2': Family(_COCO + 'td-hm_pvtv2-b2_8xb64-210e_coco-256x192.py',
+                    _pvt),
+    'vgg': Family(_COCO + 'td-hm_vgg16-bn_8xb64-210e_coco-256x192.py', _vgg),
+    # MMPose 1.3.2's AlexNet config cannot train as shipped: its head gives
+    # 56x40 heatmaps where the codec makes 64x48 (no input size matches);
+    # the tiny family's codec takes the head's 24x24 at 128x128.
+    'alexnet': Family(_COCO + 'td-hm_alexnet_8xb64-210e_coco-256x192.py',
+                      _alexnet, (128, 128), heatmap_size=(24, 24)),
+    'resnest': Family(_COCO + 'td-hm_resnest50_8xb64-210e_coco-256x192.py',
+                      _resnet_heatmap()),
+    'vipnas_resnet': Family(_COCO + 'td-hm_vipnas-res50_8xb64-210e_coco-'
+                            '256x192.py', _vipnas_resnet),
+    'vipnas_mbv3': Family(_COCO + 'td-hm_vipnas-mbv3_8xb64-210e_coco-'
+                          '256x192.py', _vipnas_mbv3),
 }
 
 
 def scaled_codec(stock: Dict, input_size: Tuple[int, int]) -> Dict:
     """The stock codec at ``input_size``, heatmap and SimCC sigma scaled."""
     codec = copy.deepcopy(dict(stock))
-    ratio = input_size[0] / stock['input_size'][0]
+    ratios = [new / old for new, old in zip(input_size, stock['input_size'])]
     codec['input_size'] = input_size
-    if 'heatmap_size' in codec:
+    if 'heatmap_size' in codec:  # per axis: (192, 256) -> (64, 64) too
         codec['heatmap_size'] = tuple(
-            round(s * ratio) for s in codec['heatmap_size'])
+            round(s * r) for s, r in zip(codec['heatmap_size'], ratios))
     if codec['type'] == 'SimCCLabel':
         sigma = codec['sigma']
-        codec['sigma'] = (tuple(s * ratio for s in sigma) if isinstance(
-            sigma, (tuple, list)) else sigma * ratio)
+        codec['sigma'] = (tuple(s * r for s, r in zip(sigma, ratios))
+                          if isinstance(sigma, (tuple, list))
+                          else sigma * ratios[0])
     return codec
 
 
@@ -210,7 +294,11 @@ def tiny_model_config(family: str):
     model = copy.deepcopy(cfg.model)
     model.backbone.init_cfg = None  # no download; statistics set below
     spec.shrink(model)
+    if 'out_channels' in model.head:  # COCO heads have 17
+        model.head.out_channels = MPII_JOINTS
     codec = scaled_codec(cfg.codec, spec.input_size)
+    if spec.heatmap_size:
+        codec['heatmap_size'] = spec.heatmap_size
     model.head.decoder = codec
     size = spec.input_size
     if 'input_size' in model.head:

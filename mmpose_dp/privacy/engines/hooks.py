@@ -84,9 +84,12 @@ class HooksEngine(ClippingEngine):
                     loss = self.batch_loss.loss(self.model, batch)
                 loss.backward()
             grads = self.per_sample.pop(len(units))
-        except (TypeError, RuntimeError) as err:
+        except (TypeError, RuntimeError, AttributeError, IndexError) as err:
             # e.g. Opacus' functorch fallback on a module that returns a
-            # tuple: these hooks cannot give per-sample gradients here.
+            # tuple, its activation capture on a module called with a tuple
+            # (PVT's blocks get (x, hw_shape)), or an IndexError in its
+            # backward hook (PVTv2): these hooks cannot give per-sample
+            # gradients here.
             raise NotPrivateError(
                 f'Opacus hooks could not compute per-sample gradients of '
                 f'this model ({type(err).__name__}: {err}); use '
