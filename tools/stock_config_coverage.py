@@ -43,11 +43,15 @@ PATTERNS = {
 }
 
 
+def mmpose_config_dir() -> str:
+    import mmpose
+    return osp.join(osp.dirname(mmpose.__file__), '.mim', 'configs')
+
+
 def stock_configs(dataset: str = 'mpii') -> List[str]:
     """The stock top-down configs of ``dataset``, relative to MMPose's
     config dir."""
-    import mmpose
-    base = osp.join(osp.dirname(mmpose.__file__), '.mim', 'configs')
+    base = mmpose_config_dir()
     return sorted(osp.relpath(p, base) for pattern in PATTERNS[dataset]
                   for p in glob.glob(osp.join(base, pattern)))
 
@@ -83,12 +87,26 @@ val_dataloader = dict(batch_size=2, num_workers=0, persistent_workers=False,
 """)
 
 
+def _train_dataset_type(stock: str) -> str:
+    from mmengine.config import Config
+    cfg = Config.fromfile(osp.join(mmpose_config_dir(), stock))
+    return cfg.train_dataloader.dataset.type
+
+
 def write_coco_config(stock: str, data: str, path: str) -> None:
-    """A stock COCO config on a generated COCO set (make_synthetic_coco)."""
+    """A stock COCO config on a generated COCO set (make_synthetic_coco).
+    A config that trains on COCO combined with another dataset (RTMPose's
+    ``aic-coco``) trains on the generated COCO set alone, through its own
+    train pipeline."""
+    combined = _train_dataset_type(stock) != 'CocoDataset'
+    replace = ("_delete_=True, type='CocoDataset', data_mode='topdown',\n"
+               "    pipeline={{_base_.train_pipeline}},\n    "
+               if combined else '')
     _write(stock, data, path, """\
 train_dataloader = dict(batch_size=2, num_workers=0, persistent_workers=False,
                         dataset=dict(
-    data_root=data_root, ann_file='annotations/person_keypoints_train.json',
+    """ + replace + """data_root=data_root,
+    ann_file='annotations/person_keypoints_train.json',
     data_prefix=dict(img='images/')))
 val_dataloader = dict(batch_size=2, num_workers=0, persistent_workers=False,
                       dataset=dict(
