@@ -111,6 +111,12 @@ def _tiny_resnet(model):
     model.head.in_channels = 128
 
 
+def _simcc_deconv(model):
+    # SimCC with its deconvolution head (a HeatmapHead used as layers).
+    _tiny_resnet(model)
+    model.head.update(deconv_out_channels=(8, 8, 8))
+
+
 def _vitpose(model):
     # ViTPose-small shrunk; pos_embed is held by the backbone module itself.
     model.backbone.update(
@@ -256,6 +262,8 @@ FAMILIES: Dict[str, Family] = {
     'pvt': Family(_COCO + 'td-hm_pvt-s_8xb64-210e_coco-256x192.py', _pvt),
     'pvtv2': Family(_COCO + 'td-hm_pvtv2-b2_8xb64-210e_coco-256x192.py',
                     _pvt),
+    'simcc_deconv': Family('simcc/coco/simcc_res50_8xb64-210e_coco-'
+                           '256x192.py', _simcc_deconv),
     'vgg': Family(_COCO + 'td-hm_vgg16-bn_8xb64-210e_coco-256x192.py', _vgg),
     # MMPose 1.3.2's AlexNet config cannot train as shipped: its head gives
     # 56x40 heatmaps where the codec makes 64x48 (no input size matches);

@@ -47,10 +47,25 @@ def _is_loss(name: str, module: nn.Module) -> bool:
             and MODELS.get(cls) is type(module))
 
 
+#: Heads whose named children are heads called through ``forward`` only
+#: (as feature layers), so the losses those children build are never
+#: computed: SimCCHead's deconvolution head (``deconv_head(feats)``; only
+#: ``SimCCHead.loss_module`` is called in ``SimCCHead.loss``).
+FEATURE_ONLY_CHILDREN = {'SimCCHead': ('deconv_head', )}
+
+
+def _feature_only(model: nn.Module):
+    return [f'{name}.{child}' if name else child
+            for name, module in model.named_modules()
+            for child in FEATURE_ONLY_CHILDREN.get(type(module).__name__, ())
+            if getattr(module, child, None) is not None]
+
+
 def loss_modules(model: nn.Module):
     """``(name, module)`` of every loss module of ``model``, containers
-    looked into, a loss's own submodules (RLE's flow) not."""
-    inside = []
+    looked into, a loss's own submodules (RLE's flow) and the never-called
+    losses of feature-only heads (:data:`FEATURE_ONLY_CHILDREN`) not."""
+    inside = _feature_only(model)
     for name, module in model.named_modules():
         if any(name.startswith(p + '.') for p in inside):
             continue
