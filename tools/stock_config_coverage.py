@@ -33,7 +33,7 @@ import re
 import subprocess
 import sys
 import time
-from typing import Dict, List
+from typing import Dict, List, Optional
 
 ROOT = osp.dirname(osp.dirname(osp.abspath(__file__)))
 PATTERNS = {
@@ -87,27 +87,40 @@ val_dataloader = dict(batch_size=2, num_workers=0, persistent_workers=False,
 """)
 
 
-def _train_dataset_type(stock: str) -> str:
+COCO_TRAIN = dict(ann_file='annotations/person_keypoints_train.json',
+                  data_prefix=dict(img='images/'))
+
+
+def _coco_only(stock: str, root: str) -> Optional[Dict]:
+    """For a config training on COCO combined with other sets (RTMPose's
+    and CSPNeXt's ``aic-coco``): its CombinedDataset with the COCO part
+    alone (its keypoint converter kept: some predict 19 keypoints) on the
+    generated set; None for a plain COCO config."""
     from mmengine.config import Config
     cfg = Config.fromfile(osp.join(mmpose_config_dir(), stock))
-    return cfg.train_dataloader.dataset.type
+    dataset = cfg.train_dataloader.dataset.to_dict()
+    if dataset['type'] == 'CocoDataset':
+        return None
+    parts = [part.get('dataset', part) for part in dataset['datasets']]
+    coco = [part for part in parts if part['type'] == 'CocoDataset']
+    if len(coco) != 1:
+        raise ValueError(f'{stock}: no single COCO part in {parts}')
+    coco[0].update(COCO_TRAIN, data_root=root)
+    dataset['datasets'] = coco
+    return dataset
 
 
 def write_coco_config(stock: str, data: str, path: str) -> None:
-    """A stock COCO config on a generated COCO set (make_synthetic_coco).
-    A config that trains on COCO combined with another dataset (RTMPose's
-    ``aic-coco``) trains on the generated COCO set alone, through its own
-    train pipeline."""
-    combined = _train_dataset_type(stock) != 'CocoDataset'
-    replace = ("_delete_=True, type='CocoDataset', data_mode='topdown',\n"
-               "    pipeline={{_base_.train_pipeline}},\n    "
-               if combined else '')
-    _write(stock, data, path, """\
+    """A stock COCO config on a generated COCO set (make_synthetic_coco)."""
+    root = data.rstrip('/') + '/'
+    combined = _coco_only(stock, root)
+    dataset = ("dict(data_root=data_root, **" + repr(COCO_TRAIN) + ")"
+               if combined is None else
+               "dict(_delete_=True, **" + repr(combined) + ")")
+    _write(stock, data, path, f"""\
 train_dataloader = dict(batch_size=2, num_workers=0, persistent_workers=False,
-                        dataset=dict(
-    """ + replace + """data_root=data_root,
-    ann_file='annotations/person_keypoints_train.json',
-    data_prefix=dict(img='images/')))
+                        dataset={dataset})
+""" + """\
 val_dataloader = dict(batch_size=2, num_workers=0, persistent_workers=False,
                       dataset=dict(
     data_root=data_root, ann_file='annotations/person_keypoints_val.json',

@@ -2,7 +2,7 @@
 stock MPII configs (the full table: docs/stock_config_coverage.md)."""
 import json
 
-from stock_config_coverage import main, stock_configs
+from stock_config_coverage import main, stock_configs, write_coco_config
 
 
 def test_the_31_stock_configs_are_found():
@@ -59,3 +59,27 @@ def test_a_stock_coco_config_trains_reports_ap_and_is_not_rerun(tmp_path):
     (tmp_path / row['name'] / 'epoch_1.pth').unlink()
     assert main(argv) == [row]
     assert not (tmp_path / row['name'] / 'epoch_1.pth').exists()
+
+
+def test_a_combined_aic_coco_config_trains_on_its_coco_part_alone(tmp_path):
+    # CSPNeXt's aic-coco config predicts 19 keypoints: its COCO part keeps
+    # the converter to 19, and points at the generated set.
+    from mmengine.config import Config
+    stock = [c for c in stock_configs('coco')
+             if 'cspnext-tiny_udp_8xb256-210e_aic-coco' in c]
+    assert len(stock) == 1
+    path = str(tmp_path / 'config.py')
+    write_coco_config(stock[0], str(tmp_path / 'data'), path)
+    dataset = Config.fromfile(path).train_dataloader.dataset
+    assert dataset.type == 'CombinedDataset'
+    assert [d.type for d in dataset.datasets] == ['CocoDataset']
+    coco = dataset.datasets[0]
+    assert coco.data_root == str(tmp_path / 'data') + '/'
+    assert coco.ann_file == 'annotations/person_keypoints_train.json'
+    assert coco.pipeline[0].type == 'KeypointConverter'
+    assert coco.pipeline[0].num_keypoints == 19
+    plain = [c for c in stock_configs('coco')
+             if 'td-hm_res50_8xb64-210e_coco-256x192' in c][0]
+    write_coco_config(plain, str(tmp_path / 'data'), path)
+    dataset = Config.fromfile(path).train_dataloader.dataset
+    assert dataset.type == 'CocoDataset' and dataset.data_root.endswith('data/')
