@@ -265,9 +265,9 @@ FAMILIES: Dict[str, Family] = {
     'simcc_deconv': Family('simcc/coco/simcc_res50_8xb64-210e_coco-'
                            '256x192.py', _simcc_deconv),
     'vgg': Family(_COCO + 'td-hm_vgg16-bn_8xb64-210e_coco-256x192.py', _vgg),
-    # MMPose 1.3.2's AlexNet config cannot train as shipped: its head gives
-    # 56x40 heatmaps where the codec makes 64x48 (no input size matches);
-    # the tiny family's codec takes the head's 24x24 at 128x128.
+    # AlexNet's head is not at stride 4 (the stock codec has 40x56 heatmaps
+    # at 192x256): scaling the codec does not fit it, so the tiny family's
+    # codec takes the head's 24x24 at 128x128.
     'alexnet': Family(_COCO + 'td-hm_alexnet_8xb64-210e_coco-256x192.py',
                       _alexnet, (128, 128), heatmap_size=(24, 24)),
     'resnest': Family(_COCO + 'td-hm_resnest50_8xb64-210e_coco-256x192.py',
