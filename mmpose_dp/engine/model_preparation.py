@@ -26,6 +26,7 @@ from .checkpoint_loading import load_checkpoint_file
 from .checkpoint_privacy import privacy_state
 from ..models import (convert_batch_norm, is_batch_norm,
                       patch_for_per_sample_gradients, select_trainable)
+from ..models.single_value_norms import single_value_batch_norms
 
 BATCH_NORM_DEFAULTS = dict(mode='auto', num_groups=32, trainable_affine=True)
 
@@ -104,6 +105,12 @@ def resolve_batch_norm_mode(settings: Dict, model_cfg, load_from: Optional[str],
     return 'group_norm', 'no pretrained weights (training from scratch)'
 
 
+def _input_size(model_cfg) -> Optional[List[int]]:
+    """The model's input ``(w, h)``, from its head's codec."""
+    decoder = ((model_cfg or {}).get('head') or {}).get('decoder') or {}
+    return decoder.get('input_size') if isinstance(decoder, dict) else None
+
+
 def prepare_private_model(model: nn.Module, privacy: Dict, model_cfg,
                           load_from: Optional[str], resume: bool,
                           work_dir: Optional[str]) -> Dict:
@@ -114,10 +121,13 @@ def prepare_private_model(model: nn.Module, privacy: Dict, model_cfg,
     if any(is_batch_norm(m) for m in model.modules()):
         mode, why = resolve_batch_norm_mode(settings, model_cfg, load_from,
                                             resume, work_dir)
+        affine_only = (single_value_batch_norms(model, _input_size(model_cfg))
+                       if mode == 'group_norm' else [])
         report = convert_batch_norm(model, mode, settings['num_groups'],
-                                    settings['trainable_affine'])
+                                    settings['trainable_affine'], affine_only)
         summary['batch_norm'] = dict(
             mode=mode, layers=report['count'], why=why,
+            affine_only=len(report['affine_only']),
             trainable_affine=settings['trainable_affine'])
         done = ('frozen (statistics of the loaded weights, never updated)'
                 if mode == 'freeze' else 'replaced by GroupNorm (re-initialised'
@@ -128,7 +138,12 @@ def prepare_private_model(model: nn.Module, privacy: Dict, model_cfg,
             f"{'trainable' if settings['trainable_affine'] else 'frozen'}"
             + (f"; fewer groups where channels do not divide: "
                f"{len(report['regrouped'])} layers"
-               if report['regrouped'] else ''), logger='current')
+               if report['regrouped'] else '')
+            + (f"; {len(report['affine_only'])} layers on 1x1 pooled maps "
+               'kept as fixed-statistics affine maps (GroupNorm would make '
+               f"them constant): {report['affine_only'][:3]}"
+               + (' ...' if len(report['affine_only']) > 3 else '')
+               if report['affine_only'] else ''), logger='current')
     patched = patch_for_per_sample_gradients(model)
     if patched:
         summary['patched'] = patched

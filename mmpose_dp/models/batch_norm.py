@@ -14,7 +14,7 @@ place, in one of two ways:
 - ``'group_norm'``: ``nn.GroupNorm``, a per-sample normalisation that Opacus
   already supports; its affine parameters start afresh.
 """
-from typing import Dict, List, Union
+from typing import Dict, List, Sequence, Union
 
 import torch
 import torch.nn.functional as F
@@ -209,7 +209,8 @@ def _replacement(name: str, bn: nn.Module, mode: str, num_groups: int,
 
 
 def convert_batch_norm(model: nn.Module, mode: str, num_groups: int = 32,
-                       trainable_affine: bool = True
+                       trainable_affine: bool = True,
+                       affine_only: Sequence[str] = ()
                        ) -> Dict[str, Union[int, List[str]]]:
     """Replace every BatchNorm-like module of ``model`` in place.
 
@@ -227,13 +228,16 @@ def convert_batch_norm(model: nn.Module, mode: str, num_groups: int = 32,
             layer whose channels it does not divide gets the largest divisor
             below it (reported in ``'regrouped'``).
         trainable_affine: whether the new affine parameters require grad.
+        affine_only: ``'group_norm'`` only: layers made
+            :class:`FrozenBatchNorm` instead (those on one value per
+            channel, :func:`~.single_value_norms.single_value_batch_norms`).
 
     Returns:
         ``{'count': n, 'names': [...], 'regrouped': [...]}``: how many layers
         were replaced, the module names they were replaced under (a shared
         layer appears under each name, counted once), and for
         ``'group_norm'`` the layers whose group count differs from
-        ``num_groups``.
+        ``num_groups`` and (``'affine_only'``) those frozen instead.
     """
     if mode not in BATCH_NORM_MODES:
         raise ValueError(f'unknown BatchNorm conversion mode {mode!r}; '
@@ -247,16 +251,23 @@ def convert_batch_norm(model: nn.Module, mode: str, num_groups: int = 32,
     targets = [(name, module) for name, module in model.named_modules(
         remove_duplicate=False) if is_batch_norm(module)]
     replaced: Dict[int, nn.Module] = {}
-    names, regrouped = [], []
+    names, regrouped, frozen = [], [], []
     for name, bn in targets:
         new = replaced.get(id(bn))
         if new is None:
-            new = _replacement(name, bn, mode, num_groups, trainable_affine)
+            if (mode == 'group_norm' and name in affine_only
+                    and getattr(bn, 'running_mean', None) is not None):
+                new = FrozenBatchNorm.from_batch_norm(bn, trainable_affine)
+                frozen.append(name)
+            else:
+                new = _replacement(name, bn, mode, num_groups,
+                                   trainable_affine)
             replaced[id(bn)] = new
-            if mode == 'group_norm' and new.num_groups != num_groups:
+            if isinstance(new, nn.GroupNorm) and new.num_groups != num_groups:
                 regrouped.append(f'{name} ({bn.num_features} channels): '
                                  f'{new.num_groups} groups')
         parent_name, _, attr = name.rpartition('.')
         setattr(model.get_submodule(parent_name), attr, new)
         names.append(name)
-    return dict(count=len(replaced), names=names, regrouped=regrouped)
+    return dict(count=len(replaced), names=names, regrouped=regrouped,
+                affine_only=frozen)
