@@ -8,6 +8,13 @@ participations are then at least ``b`` steps apart, where the columns of
 the b-banded strategy never overlap, so the run composes as DP-SGD at rate
 ``min(1, b q)`` over ``ceil(T / b)`` rounds (each unit joins at most that
 many). ``b = 1`` is DP-SGD exactly: same batches, same noise.
+
+Both the group permutation (from the sampler's key) and the noise stream
+(from the noise key) must be the same before and after a resume, and the
+group of a step is that of its ledger step (its noise index), not of its
+place in an epoch: a resume that changed either would put a unit's
+participations closer than ``b`` steps, where the accounting above no
+longer holds.
 """
 import math
 from typing import List, Sequence

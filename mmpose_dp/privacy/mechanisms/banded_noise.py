@@ -44,8 +44,12 @@ class CorrelatedNoise:
     """The stream ``w_t`` from white draws ``z_t``, one step at a time.
 
     Holds the last ``b - 1`` noise vectors: secret (with them, whoever sees
-    an update can subtract part of its noise), so never pickled; a resumed
-    run regenerates them from the secret key (:meth:`replay`).
+    an update can subtract part of its noise), so never pickled. A resumed
+    run regenerates them (:meth:`replay`) from the white draws of the steps
+    already taken, which needs the *same* noise key as the interrupted run:
+    today's :class:`~mmpose_dp.privacy.NoiseStream` draws a new key in every
+    process, so training cannot resume a b > 1 stream until that key (and
+    the group permutation's) is kept as private state of the work dir.
     """
 
     def __init__(self, bands: int):
