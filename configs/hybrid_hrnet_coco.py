@@ -4,7 +4,7 @@
 _base_ = ['./dp_hrnet_coco.py']
 privacy = dict(
     # Micro-batches of 8 and G in bfloat16 keep a step under 20 GB (see
-    # docs/benchmarks.md); the noise is still added once per step.
+    # docs/reports/benchmarks.md); the noise is still added once per step.
     max_physical_batch_size=8,
     public_data=dict(num_samples=100, seed=0),
     projection=dict(rank=100, interval=50, dtype='bfloat16'),

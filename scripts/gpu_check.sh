@@ -3,7 +3,7 @@
 # generated MPII-format data through tools/train.py (epsilon logged, checkpoint
 # ledger read back), then the step benchmark on CUDA for every clipping engine
 # (and the PDP / hybrid configs as shipped), written as CUDA sections into
-# docs/benchmarks.md. Needs the stack installed (scripts/setup_env.sh, or
+# docs/reports/benchmarks.md. Needs the stack installed (scripts/setup_env.sh, or
 # scripts/prepare_offline_cuda_env.sh offline). Logs go to $RESULTS.
 # PHASE=train or PHASE=bench runs one half (default: both).
 set -euo pipefail
@@ -11,7 +11,7 @@ cd "$(dirname "$0")/.."
 PY=${PYTHON:-$([ -x .venv/bin/python ] && echo .venv/bin/python || echo python3)}
 RESULTS=${RESULTS:-work_dirs/gpu_check}
 DATA=$RESULTS/data
-BENCH=${BENCH_OUT:-docs/benchmarks.md}
+BENCH=${BENCH_OUT:-docs/reports/benchmarks.md}
 export NO_ALBUMENTATIONS_UPDATE=1
 mkdir -p "$RESULTS"
 "$PY" -c "import torch; assert torch.cuda.is_available(), 'no CUDA device'; print(torch.cuda.get_device_name(0))"

@@ -3,7 +3,8 @@ the per-interval logged epsilon and the final fine epsilon.
 
 Targets (issue #2, on the 2-core CPU machine): calibration under 30 s, a
 logged epsilon under 1 s. The result is a markdown section in ``--out``
-(default docs/benchmarks.md), replacing the section with the same heading.
+(default docs/reports/benchmarks.md), replacing the section with the same
+heading.
 
 Example:
     python tools/benchmark_accounting.py               # the paper's MPII plan
@@ -43,7 +44,8 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
                    help='steps between logged epsilons')
     p.add_argument('--queries', type=int, default=5,
                    help='logged-epsilon queries timed per epsilon')
-    p.add_argument('--out', default=osp.join(ROOT, 'docs', 'benchmarks.md'))
+    p.add_argument('--out', default=osp.join(ROOT, 'docs', 'reports',
+                                             'benchmarks.md'))
     return p.parse_args(argv)
 
 

@@ -74,7 +74,8 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
     p.add_argument('--device', help='default: cuda if available, else cpu')
     p.add_argument('--threads', type=int, default=os.cpu_count() or 1,
                    help='torch CPU threads (default: all cores)')
-    p.add_argument('--out', default=osp.join(ROOT, 'docs', 'benchmarks.md'))
+    p.add_argument('--out', default=osp.join(ROOT, 'docs', 'reports',
+                                             'benchmarks.md'))
     p.add_argument('--measure', help='internal: measure this mode only')
     p.add_argument('--json', action='store_true', help='internal')
     return p.parse_args(argv)

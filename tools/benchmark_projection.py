@@ -5,7 +5,7 @@ Builds a model preset of tools/benchmark_dp_step.py, computes the public
 per-sample gradients of m random samples once (float32), stores G in
 float32, bfloat16 and float16, and projects a DP-like gradient (a random
 clipped-gradient sum plus Gaussian noise) with each; writes a section into
-docs/benchmarks.md.
+docs/reports/benchmarks.md.
 
     python tools/benchmark_projection.py --preset gn-hrnet-w32 --public 100
 """
@@ -27,7 +27,8 @@ def main(argv=None):
     p.add_argument('--preset', default='gn-hrnet-w32', choices=sorted(PRESETS))
     p.add_argument('--public', type=int, default=100, help='m')
     p.add_argument('--rank', type=int, help='k (default m)')
-    p.add_argument('--out', default=osp.join(ROOT, 'docs', 'benchmarks.md'))
+    p.add_argument('--out', default=osp.join(ROOT, 'docs', 'reports',
+                                             'benchmarks.md'))
     argv = list(sys.argv[1:] if argv is None else argv)
     args = p.parse_args(argv)
     from mmpose_dp.engine.stages import public_per_sample_gradients

@@ -14,7 +14,7 @@ mixin as ``tools/stock_config_coverage.py`` writes it; ``--full-stock``
 runs the 31 stock configs at full size instead (hours on 2 cores).
 Resumable: a config already in ``sensitivity.json`` is skipped. Writes
 ``sensitivity.json`` and ``sensitivity.md`` (the table of
-``docs/sensitivity_check.md``).
+``docs/reports/sensitivity_check.md``).
 
 Usage::
 

@@ -1,5 +1,5 @@
 """tools/stock_config_coverage.py on a representative subset of MMPose's
-stock MPII configs (the full table: docs/stock_config_coverage.md)."""
+stock MPII configs (the full table: docs/reports/stock_config_coverage.md)."""
 import json
 
 from stock_config_coverage import main, stock_configs, write_coco_config
