@@ -12,6 +12,7 @@ import copy
 from mmengine.config import Config, ConfigDict
 from mmengine.registry import RUNNERS
 from mmengine.runner import Runner
+from mmengine.visualization import Visualizer
 
 from ..datasets import check_unit
 from .atomic_checkpoints import ATOMIC_BACKEND
@@ -150,6 +151,18 @@ class DPRunner(Runner):
             save_optimizer=save_optimizer,
             save_param_scheduler=save_param_scheduler, meta=meta,
             by_epoch=by_epoch, backend_args=backend_args)
+
+    def build_visualizer(self, visualizer=None):
+        """MMEngine's, but never an earlier run's visualizer: a visualizer
+        is one instance per name for the whole process, so a second run in
+        one process (a notebook, a search) with MMPose's fixed name
+        ``'visualizer'`` would write its scalars into the first run's work
+        dir. A name already taken gets this run's own suffix."""
+        if isinstance(visualizer, dict) and visualizer.get('name') and \
+                Visualizer.check_instance_created(visualizer['name']):
+            visualizer = dict(visualizer, name=f"{visualizer['name']}_"
+                              f'{self._experiment_name}_{id(self):x}')
+        return super().build_visualizer(visualizer)
 
     def build_model(self, model):
         model = super().build_model(model)
