@@ -80,9 +80,11 @@ def main(argv=None):
             args.checkpoint, map_location='cpu'))
         if state is None:
             raise SystemExit(f'{args.checkpoint} has no privacy ledger')
-        plan_ = plan_ or {}
-        statement = {k: plan_[k] for k in ('unit', 'privacy_unit', 'protected',
-                                           'public', 'method') if k in plan_}
+        if plan_ is not None:
+            from mmpose_dp.privacy import PrivacyPlan
+            plan_ = PrivacyPlan.from_dict(plan_)
+            statement = dict(plan_.statement, unit=plan_.unit,
+                             method=plan_.method)
         ledger = PrivacyLedger(state['delta'])
         ledger.load_state_dict(state)
         segments, delta = ledger.segments, ledger.delta

@@ -7,7 +7,7 @@ only ``meta`` and ``state_dict``; a later ``load_from`` of a published file
 is then still recognised as a DP model.
 """
 import os.path as osp
-from typing import Dict, Iterable, Optional, Tuple
+from typing import Dict, Iterable, List, Optional, Tuple
 
 from ..privacy import PrivacyLedger
 from ..privacy.ledger_journal import journal_path, read_journal
@@ -65,3 +65,26 @@ def resume_ledger(ledger: PrivacyLedger, checkpoint_state: Dict,
 
 def checkpoint_folder(path: Optional[str]) -> Optional[str]:
     return osp.dirname(osp.abspath(path)) if path else None
+
+
+#: Scalars of the message hub that checkpoints may keep: public settings,
+#: privacy accounting, and statistics of public data. Every other
+#: ``train/`` scalar (loss, accuracy, ...) is a statistic of private
+#: batches without noise and is removed before a checkpoint is written.
+PUBLIC_TRAIN_SCALARS = frozenset(
+    f'train/{k}' for k in (
+        'lr', 'epsilon', 'noise_multiplier', 'sample_rate', 'privacy_steps',
+        'delta', 'pdp_rank', 'pdp_energy', 'pdp_refresh_time',
+        'public_feature_loss'))
+
+
+def scrub_private_scalars(checkpoint: Dict) -> List[str]:
+    """Remove the un-noised statistics of private batches from a
+    checkpoint's message hub; returns the keys removed."""
+    hub = checkpoint.get('message_hub') or {}
+    scalars = hub.get('log_scalars') or {}
+    removed = [k for k in scalars
+               if k.startswith('train/') and k not in PUBLIC_TRAIN_SCALARS]
+    for key in removed:
+        del scalars[key]
+    return removed

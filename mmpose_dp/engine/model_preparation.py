@@ -27,6 +27,7 @@ from .checkpoint_privacy import privacy_state
 from ..models import (convert_batch_norm, is_batch_norm,
                       patch_for_per_sample_gradients, select_trainable)
 from ..models.single_value_norms import single_value_batch_norms
+from ..privacy.plan import PrivacyPlan
 
 BATCH_NORM_DEFAULTS = dict(mode='auto', num_groups=32, trainable_affine=True)
 
@@ -78,11 +79,12 @@ def pretrained_checkpoints(cfg) -> List[str]:
     return found
 
 
-def checkpoint_plan(path: Optional[str]) -> Optional[Dict]:
+def checkpoint_plan(path: Optional[str]) -> Optional[PrivacyPlan]:
     """The privacy plan stored in a local checkpoint, if any."""
     if not path or not osp.isfile(path):
         return None
-    return privacy_state(load_checkpoint_file(path, map_location='cpu'))[1]
+    plan = privacy_state(load_checkpoint_file(path, map_location='cpu'))[1]
+    return None if plan is None else PrivacyPlan.from_dict(plan)
 
 
 def resolve_batch_norm_mode(settings: Dict, model_cfg, load_from: Optional[str],
@@ -92,8 +94,8 @@ def resolve_batch_norm_mode(settings: Dict, model_cfg, load_from: Optional[str],
     path = load_from
     if resume and not path and work_dir:
         path = find_latest_checkpoint(work_dir)
-    plan = checkpoint_plan(path) or {}
-    trained = (plan.get('batch_norm') or {}).get('mode')
+    plan = checkpoint_plan(path)
+    trained = plan.batch_norm_mode if plan else None
     if settings['mode'] != 'auto':
         return settings['mode'], 'privacy.batch_norm says so'
     if trained:

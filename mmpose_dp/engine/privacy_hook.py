@@ -2,7 +2,7 @@
 import math
 import os.path as osp
 import time
-from typing import Dict, List, Optional
+from typing import Dict, Optional
 
 from mmengine.dist import get_dist_info
 from mmengine.hooks import Hook
@@ -16,38 +16,15 @@ from ..models import (NotPrivateError, check_no_cross_sample_modules,
 from ..privacy import (EpsilonTracker, PrivacyLedger, plan_noise,
                        privacy_statement, statement_line)
 from ..privacy.ledger_journal import LedgerJournal, journal_path
+from ..privacy.plan import PrivacyPlan
 from .checkpoint_loading import load_checkpoint_file
 from .checkpoint_privacy import (add_privacy_state, checkpoint_folder,
-                                 privacy_state, resume_ledger)
+                                 privacy_state, resume_ledger,
+                                 scrub_private_scalars)
 from .loops import DPEpochBasedTrainLoop
 from .model_preparation import pretrained_checkpoints
 from .optim_wrapper import DPOptimWrapper
 from .public_stages import build_stages, public_feature_words
-
-#: Version of the privacy plan stored in checkpoints.
-PLAN_VERSION = 3
-#: Scalars of the message hub that checkpoints may keep: public settings,
-#: privacy accounting, and statistics of public data. Every other
-#: ``train/`` scalar (loss, accuracy, ...) is a statistic of private
-#: batches without noise and is removed before a checkpoint is written.
-PUBLIC_TRAIN_SCALARS = frozenset(
-    f'train/{k}' for k in (
-        'lr', 'epsilon', 'noise_multiplier', 'sample_rate', 'privacy_steps',
-        'delta', 'pdp_rank', 'pdp_energy', 'pdp_refresh_time',
-        'public_feature_loss'))
-
-
-def scrub_private_scalars(checkpoint: Dict) -> List[str]:
-    """Remove the un-noised statistics of private batches from a
-    checkpoint's message hub; returns the keys removed."""
-    hub = checkpoint.get('message_hub') or {}
-    scalars = hub.get('log_scalars') or {}
-    removed = [k for k in scalars
-               if k.startswith('train/') and k not in PUBLIC_TRAIN_SCALARS]
-    for key in removed:
-        del scalars[key]
-    return removed
-
 
 @HOOKS.register_module()
 class PrivacyHook(Hook):
@@ -148,8 +125,8 @@ class PrivacyHook(Hook):
         self.tracker: Optional[EpsilonTracker] = None
         self.allowed_steps: Optional[int] = None
         self.training = False
-        self._resumed_plan: Optional[Dict] = None
-        self._plan: Optional[Dict] = None
+        self._resumed_plan: Optional[PrivacyPlan] = None
+        self._plan: Optional[PrivacyPlan] = None
         self._model_preparation: Dict = {}
         self._engine_logged = False
 
@@ -262,7 +239,7 @@ class PrivacyHook(Hook):
                     'the steps it took were not accounted for. Resume only '
                     'from checkpoints written by a DP run')
             self._resume_ledger(runner, state)
-            self._resumed_plan = plan or {}
+            self._resumed_plan = PrivacyPlan.from_dict(plan or {})
         else:
             self._keep_fitting_weights(runner, checkpoint)
         if state is not None and not getattr(runner, '_resume', False):
@@ -320,7 +297,8 @@ class PrivacyHook(Hook):
     def before_save_checkpoint(self, runner, checkpoint: Dict) -> None:
         if self.ledger is None:  # not a training run
             return
-        add_privacy_state(checkpoint, self.ledger.state_dict(), self._plan)
+        add_privacy_state(checkpoint, self.ledger.state_dict(),
+                          self._plan and self._plan.to_dict())
         scrub_private_scalars(checkpoint)
 
     def before_train(self, runner) -> None:
@@ -357,12 +335,12 @@ class PrivacyHook(Hook):
             self.tracker = EpsilonTracker(self.ledger, noise.noise_multiplier,
                                           q, planned, noise.planned_epsilon)
         labels_public = (self.public_features is not None
-                         or bool((resumed or {}).get('labels_public')))
+                         or bool(resumed and resumed.labels_public))
         statement = privacy_statement(
             sampler.unit, public_feature_words(self.public_features),
             public_set, labels_public)
-        self._plan = dict(
-            version=PLAN_VERSION, unit=sampler.unit,
+        self._plan = PrivacyPlan(
+            unit=sampler.unit,
             batch_norm=self._model_preparation.get('batch_norm'),
             trainable=self._model_preparation.get('trainable'),
             n_private=sampler.num_private,
@@ -389,7 +367,7 @@ class PrivacyHook(Hook):
             f'), max_grad_norm={ow.max_grad_norm}, delta={self.delta:.3g}; '
             f'epsilon after the plan <= {noise.planned_epsilon:.4f} (PRV); '
             f'{time.time() - t0:.1f}s')
-        runner.logger.info(f'[privacy] method: {self._plan["method"]}; '
+        runner.logger.info(f'[privacy] method: {self._plan.method}; '
                            f'{statement_line(statement)}')
 
     def _start_journal(self, runner) -> None:
@@ -403,21 +381,16 @@ class PrivacyHook(Hook):
         self.ledger.on_step = journal
         runner.logger.info(f'[privacy] write-ahead ledger: {journal.path}')
 
-    def _check_resumed_plan(self, resumed: Dict, unit: str,
+    def _check_resumed_plan(self, resumed: PrivacyPlan, unit: str,
                             public_set: Optional[Dict]) -> None:
         """A resumed run keeps the meaning of its ledger: the same privacy
         unit and the same public set."""
-        if resumed.get('version') != PLAN_VERSION:
-            raise NotPrivateError(
-                f"the checkpoint's privacy plan has version "
-                f"{resumed.get('version')}, this mmpose_dp writes "
-                f'{PLAN_VERSION}; resume it with the version that wrote it')
-        if resumed.get('unit') != unit:
+        if resumed.unit != unit:
             raise NotPrivateError(
                 f"the checkpoint's ledger counts privacy unit "
-                f"{resumed.get('unit')!r}, this run {unit!r}; resume with "
-                f"privacy.unit={resumed.get('unit')!r}")
-        trained = (resumed.get('batch_norm') or {}).get('mode')
+                f'{resumed.unit!r}, this run {unit!r}; resume with '
+                f'privacy.unit={resumed.unit!r}')
+        trained = resumed.batch_norm_mode
         if trained != (self._model_preparation.get('batch_norm') or {}).get(
                 'mode'):
             raise NotPrivateError(
@@ -425,7 +398,7 @@ class PrivacyHook(Hook):
                 f'this run with '
                 f"{self._model_preparation['batch_norm']['mode']!r}; set "
                 f'privacy.batch_norm.mode={trained!r}')
-        before = (resumed.get('public_set') or {}).get('id')
+        before = resumed.public_set_id
         now = (public_set or {}).get('id')
         if before != now:
             raise NotPrivateError(
@@ -466,7 +439,7 @@ class PrivacyHook(Hook):
             self._log_functorch(runner, engine.chosen)
         chosen = getattr(engine, 'chosen', None)
         if chosen is not None and self._plan is not None:
-            self._plan['engine'] = chosen.name
+            self._plan = self._plan.replace(engine=chosen.name)
 
     @staticmethod
     def _log_functorch(runner, engine) -> None:
@@ -492,7 +465,7 @@ class PrivacyHook(Hook):
             f'{self.ledger.steps} steps at noise_multiplier='
             f'{ow.noise_multiplier:.4f}, sample_rate='
             f'{ow.sample_rate:.5g}, max_grad_norm={ow.max_grad_norm}; '
-            f'{statement_line(self._plan)}')
+            f'{statement_line(self._plan.statement)}')
 
     def _log(self, runner) -> None:
         ow = self._optim_wrapper(runner)

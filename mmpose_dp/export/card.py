@@ -10,6 +10,7 @@ import importlib
 from typing import Dict
 
 from ..privacy import PrivacyLedger
+from ..privacy.plan import PrivacyPlan
 
 #: The packages whose versions the card records.
 PACKAGES = ('mmpose_dp', 'torch', 'mmengine', 'mmcv', 'mmpose', 'opacus',
@@ -23,7 +24,7 @@ def _version(name: str) -> str:
         return 'unknown'
 
 
-def privacy_card(ledger_state: Dict, plan: Dict, source: str) -> Dict:
+def privacy_card(ledger_state: Dict, plan: PrivacyPlan, source: str) -> Dict:
     """The card of a model trained with ``ledger_state`` and ``plan``."""
     ledger = PrivacyLedger(ledger_state['delta'])
     ledger.load_state_dict(ledger_state)
@@ -39,20 +40,18 @@ def privacy_card(ledger_state: Dict, plan: Dict, source: str) -> Dict:
         delta=ledger.delta,
         accountant='PRV upper bound (prv-accountant), Poisson-subsampled '
         'Gaussian; RDP (Opacus) beside it',
-        privacy_unit=plan.get('unit'),
-        privacy_unit_words=plan.get('privacy_unit'),
-        n_private=plan.get('n_private'),
+        privacy_unit=plan.unit,
+        privacy_unit_words=plan.privacy_unit,
+        n_private=plan.n_private,
         noise_multiplier=last.noise_multiplier if last else None,
         sample_rate=last.sample_rate if last else None,
         steps=ledger.steps, segments=segments,
-        max_grad_norm=plan.get('max_grad_norm'),
-        method=plan.get('method'), protected=plan.get('protected'),
-        public=plan.get('public'), labels_public=plan.get('labels_public'),
-        engine=plan.get('engine'),
-        batch_norm=(plan.get('batch_norm') or {}).get('mode'),
-        trainable=plan.get('trainable'),
-        public_set=(plan.get('public_set') or {}).get('id'),
-        private_data=plan.get('private_data'),
+        max_grad_norm=plan.max_grad_norm,
+        method=plan.method, protected=plan.protected,
+        public=plan.public, labels_public=plan.labels_public,
+        engine=plan.engine, batch_norm=plan.batch_norm_mode,
+        trainable=plan.trainable, public_set=plan.public_set_id,
+        private_data=plan.private_data,
         ledger_lineage=ledger.lineage,
         source_checkpoint=source,
         versions={p: _version(p) for p in PACKAGES},

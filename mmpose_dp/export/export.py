@@ -135,7 +135,7 @@ def export_private_model(config: str, checkpoint: str, out: str,
     torch.save(dict(state_dict={k: v.detach().cpu().clone()
                                 for k, v in weights.items()},
                     meta=dict(privacy=dict(card=card, ledger=ledger,
-                                           plan=plan))),
+                                           plan=plan.to_dict()))),
                osp.join(out, 'model.pth'))
     with open(osp.join(out, 'privacy_card.json'), 'w') as f:
         json.dump(card, f, indent=1)

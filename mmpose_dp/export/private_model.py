@@ -13,11 +13,12 @@ from ..engine.checkpoint_privacy import privacy_state
 from ..engine.model_preparation import batch_norm_settings
 from ..models import convert_batch_norm, is_batch_norm
 from ..privacy import NotPrivateError
+from ..privacy.plan import PrivacyPlan
 
 
-def read_private_checkpoint(path: str) -> Tuple[Dict, Dict, Dict]:
+def read_private_checkpoint(path: str) -> Tuple[Dict, Dict, PrivacyPlan]:
     """``(state_dict, ledger state, plan)`` of a DP checkpoint; refuses one
-    without a privacy ledger."""
+    without a privacy ledger and plan."""
     checkpoint = load_checkpoint_file(path, 'cpu')
     ledger, plan = privacy_state(checkpoint)
     if ledger is None:
@@ -25,10 +26,11 @@ def read_private_checkpoint(path: str) -> Tuple[Dict, Dict, Dict]:
             f'{path} holds no privacy ledger: it was not written by a DP '
             'run (or its privacy record was stripped), so there is no '
             'guarantee to export with it')
-    return checkpoint.get('state_dict', checkpoint), ledger, plan or {}
+    return (checkpoint.get('state_dict', checkpoint), ledger,
+            PrivacyPlan.from_dict(plan or {}))
 
 
-def build_private_model(cfg: Config, plan: Dict) -> nn.Module:
+def build_private_model(cfg: Config, plan: PrivacyPlan) -> nn.Module:
     """The network the run trained: ``cfg.model`` built, BatchNorm frozen
     or replaced by GroupNorm as recorded in ``plan``."""
     from mmpose.registry import MODELS
@@ -37,7 +39,7 @@ def build_private_model(cfg: Config, plan: Dict) -> nn.Module:
     if 'backbone' in model_cfg:
         model_cfg.backbone.init_cfg = None  # the weights come from the run
     model = MODELS.build(model_cfg)
-    mode = (plan.get('batch_norm') or {}).get('mode')
+    mode = plan.batch_norm_mode
     if mode and any(is_batch_norm(m) for m in model.modules()):
         settings = batch_norm_settings(dict(cfg.get('privacy') or {}))
         convert_batch_norm(model, mode, settings['num_groups'])

@@ -22,6 +22,8 @@ from typing import Dict, List, Optional, Set
 
 from mmengine.config import Config, ConfigDict
 
+from ..privacy.plan import PrivacyPlan
+
 #: MMCV/MMPose norm types that a private run turns into GroupNorm.
 BATCH_NORM_TYPES = {'BN', 'BN1d', 'BN2d', 'BN3d', 'SyncBN', 'MMSyncBN'}
 #: Model types that exist only in mmpose_dp (model modules, no privacy).
@@ -135,7 +137,7 @@ def _strip_privacy(cfg: Config) -> None:
         log_processor['type'] = 'LogProcessor'
 
 
-def exported_config(cfg: Config, plan: Dict, num_groups: int,
+def exported_config(cfg: Config, plan: PrivacyPlan, num_groups: int,
                     stock_group_norm: bool = True) -> Config:
     """``cfg`` without its privacy machinery, the model as trained (see the
     module docstring); ``stock_group_norm=False`` takes the
@@ -143,7 +145,7 @@ def exported_config(cfg: Config, plan: Dict, num_groups: int,
     out = copy.deepcopy(cfg)
     _strip_privacy(out)
     _stock_evaluators(out)
-    mode = (plan.get('batch_norm') or {}).get('mode')
+    mode = plan.batch_norm_mode
     if mode == 'group_norm':
         if stock_group_norm:
             out.model = with_group_norm(out.model, num_groups)

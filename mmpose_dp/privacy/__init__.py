@@ -8,6 +8,7 @@ from .errors import NotPrivateError
 from .ledger import EpsilonTracker, PrivacyLedger
 from .noise import NoiseStream, add_gaussian_noise, make_generator
 from .projection import PublicSubspace, flatten, unflatten
+from .plan import PrivacyPlan
 from .per_sample import (PerSampleGradients, disable_inplace_activations,
                          out_of_place_adds, trainable_parameters)
 from .seeds import derived_seed, secret_seed
@@ -22,5 +23,5 @@ __all__ = [
     'PublicSubspace', 'flatten', 'unflatten', 'PerSampleGradients',
     'disable_inplace_activations', 'out_of_place_adds',
     'trainable_parameters', 'derived_seed', 'secret_seed',
-    'privacy_statement', 'statement_line'
+    'privacy_statement', 'statement_line', 'PrivacyPlan'
 ]

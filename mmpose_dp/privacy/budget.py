@@ -4,12 +4,13 @@ One rule on every path (fresh run, resume, changed plan, explicit sigma):
 no step may be taken that would make the spent epsilon exceed the target.
 ``plan_noise`` is a pure function of the run's settings and its ledger.
 """
-from typing import Dict, NamedTuple, Optional, Sequence
+from typing import NamedTuple, Optional, Sequence
 
 from .accounting import (Segment, calibrate_noise_multiplier, epsilon_prv,
                          merge_segments)
 from .errors import NotPrivateError
 from .ledger import EpsilonTracker, PrivacyLedger
+from .plan import PrivacyPlan
 
 #: How the noise multiplier of a plan was obtained.
 CALIBRATED, FROM_CONFIG = 'calibrated', 'config'
@@ -69,7 +70,7 @@ def plan_noise(target_epsilon: Optional[float],
                noise_multiplier: Optional[float], delta: float,
                sample_rate: float, remaining: int,
                prior: Sequence[Segment] = (),
-               resumed_plan: Optional[Dict] = None) -> NoisePlan:
+               resumed_plan: Optional[PrivacyPlan] = None) -> NoisePlan:
     """Choose sigma for the ``remaining`` steps and bound the steps by the
     budget.
 
@@ -93,16 +94,17 @@ def plan_noise(target_epsilon: Optional[float],
     prior = merge_segments(prior)
     taken = sum(s.steps for s in prior)
     total = taken + remaining
-    resumed = resumed_plan or {}
-    same_plan = (resumed.get('sigma_source') == CALIBRATED and all(
-        resumed.get(k) == v for k, v in dict(
-            target_epsilon=target_epsilon, delta=delta,
-            sample_rate=sample_rate, total_steps=total).items()))
+    resumed = resumed_plan
+    same_plan = resumed is not None and (
+        resumed.sigma_source == CALIBRATED
+        and (resumed.target_epsilon, resumed.delta, resumed.sample_rate,
+             resumed.total_steps) == (target_epsilon, delta, sample_rate,
+                                      total))
     if noise_multiplier is not None:
         sigma, source, note = float(noise_multiplier), FROM_CONFIG, \
             'from the config'
     elif same_plan:
-        sigma, source = float(resumed['noise_multiplier']), CALIBRATED
+        sigma, source = float(resumed.noise_multiplier), CALIBRATED
         note = 'calibrated (PRV) for the same plan before resuming'
     else:
         sigma = calibrate_noise_multiplier(target_epsilon, delta,

@@ -4,8 +4,17 @@ import pytest
 
 from mmpose_dp.privacy import (NotPrivateError, Segment, epsilon_prv,
                                plan_noise, steps_within_budget)
+from mmpose_dp.privacy.plan import PrivacyPlan
 
 DELTA, Q = 1 / 640, 0.25  # the tiny test setting: 64 records, batch 16
+
+
+def _stored(**budget) -> PrivacyPlan:
+    """The plan a checkpoint would store, with these budget fields."""
+    return PrivacyPlan(
+        unit='image', n_private=64, private_data=None, max_grad_norm=1.0,
+        method='DP-SGD', labels_public=False, privacy_unit='an image',
+        protected='everything', public='nothing', **budget)
 
 
 def _spent(prior, plan, taken):
@@ -30,9 +39,9 @@ def test_resuming_an_explicit_sigma_run_without_it_does_not_overspend():
     first = plan_noise(8.0, 0.5257, DELTA, Q, remaining=8)
     taken = first.allowed_steps
     prior = [Segment(0.5257, Q, taken)]
-    stored = dict(target_epsilon=8.0, delta=DELTA, sample_rate=Q,
-                  total_steps=8, noise_multiplier=0.5257,
-                  sigma_source=first.source)
+    stored = _stored(target_epsilon=8.0, delta=DELTA, sample_rate=Q,
+                     total_steps=8, noise_multiplier=0.5257,
+                     sigma_source=first.source)
     try:
         resumed = plan_noise(8.0, None, DELTA, Q, remaining=8 - taken,
                              prior=prior, resumed_plan=stored)
@@ -47,9 +56,9 @@ def test_a_calibrated_plan_is_kept_on_resume_and_fits():
     first = plan_noise(4.0, None, DELTA, Q, remaining=8)
     assert first.source == 'calibrated' and first.allowed_steps == 8
     prior = [Segment(first.noise_multiplier, Q, 3)]
-    stored = dict(target_epsilon=4.0, delta=DELTA, sample_rate=Q,
-                  total_steps=8, noise_multiplier=first.noise_multiplier,
-                  sigma_source='calibrated')
+    stored = _stored(target_epsilon=4.0, delta=DELTA, sample_rate=Q,
+                     total_steps=8, noise_multiplier=first.noise_multiplier,
+                     sigma_source='calibrated')
     resumed = plan_noise(4.0, None, DELTA, Q, remaining=5, prior=prior,
                          resumed_plan=stored)
     assert resumed.noise_multiplier == first.noise_multiplier
@@ -84,3 +93,22 @@ def test_steps_within_budget_is_the_largest_that_fits():
     n = steps_within_budget([], 1.0, Q, 50, 3.0, DELTA)
     assert epsilon_prv([(1.0, Q, n)], DELTA) <= 3.0 < epsilon_prv(
         [(1.0, Q, n + 1)], DELTA)
+
+
+def test_the_plan_round_trips_and_refuses_another_version_or_a_gap():
+    plan = _stored(target_epsilon=4.0, delta=DELTA, sample_rate=Q,
+                   total_steps=8, noise_multiplier=1.2,
+                   sigma_source='calibrated',
+                   batch_norm=dict(mode='freeze', layers=3),
+                   public_set=dict(id='abc', images=2, records=5))
+    state = plan.to_dict()
+    assert state['version'] == PrivacyPlan.VERSION
+    assert PrivacyPlan.from_dict(state) == plan
+    assert plan.batch_norm_mode == 'freeze' and plan.public_set_id == 'abc'
+    with pytest.raises(NotPrivateError, match='version 2'):
+        PrivacyPlan.from_dict(dict(state, version=2))
+    gap = dict(state)
+    del gap['noise_multiplier']
+    with pytest.raises(NotPrivateError, match='noise_multiplier'):
+        PrivacyPlan.from_dict(gap)
+    assert plan.replace(engine='fast').engine == 'fast' and plan.engine is None
