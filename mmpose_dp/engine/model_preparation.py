@@ -107,7 +107,7 @@ def resolve_batch_norm_mode(settings: Dict, model_cfg, load_from: Optional[str],
     return 'group_norm', 'no pretrained weights (training from scratch)'
 
 
-def _input_size(model_cfg) -> Optional[List[int]]:
+def model_input_size(model_cfg) -> Optional[List[int]]:
     """The model's input ``(w, h)``, from its head's codec."""
     decoder = ((model_cfg or {}).get('head') or {}).get('decoder') or {}
     return decoder.get('input_size') if isinstance(decoder, dict) else None
@@ -123,8 +123,9 @@ def prepare_private_model(model: nn.Module, privacy: Dict, model_cfg,
     if any(is_batch_norm(m) for m in model.modules()):
         mode, why = resolve_batch_norm_mode(settings, model_cfg, load_from,
                                             resume, work_dir)
-        affine_only = (single_value_batch_norms(model, _input_size(model_cfg))
-                       if mode == 'group_norm' else [])
+        affine_only = (single_value_batch_norms(
+            model, model_input_size(model_cfg)) if mode == 'group_norm'
+            else [])
         report = convert_batch_norm(model, mode, settings['num_groups'],
                                     settings['trainable_affine'], affine_only)
         summary['batch_norm'] = dict(

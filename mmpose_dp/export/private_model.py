@@ -10,8 +10,9 @@ from torch import nn
 
 from ..engine.checkpoint_loading import load_checkpoint_file
 from ..engine.checkpoint_privacy import privacy_state
-from ..engine.model_preparation import batch_norm_settings
+from ..engine.model_preparation import batch_norm_settings, model_input_size
 from ..models import convert_batch_norm, is_batch_norm
+from ..models.single_value_norms import single_value_batch_norms
 from ..privacy import NotPrivateError
 from ..privacy.plan import PrivacyPlan
 
@@ -42,7 +43,11 @@ def build_private_model(cfg: Config, plan: PrivacyPlan) -> nn.Module:
     mode = plan.batch_norm_mode
     if mode and any(is_batch_norm(m) for m in model.modules()):
         settings = batch_norm_settings(dict(cfg.get('privacy') or {}))
-        convert_batch_norm(model, mode, settings['num_groups'])
+        affine_only = (single_value_batch_norms(
+            model, model_input_size(model_cfg)) if mode == 'group_norm'
+            else [])  # as DPRunner converted them
+        convert_batch_norm(model, mode, settings['num_groups'],
+                           affine_only=affine_only)
     return model
 
 

@@ -61,3 +61,26 @@ def test_models_without_pooled_norms_are_all_group_normed():
                                     work_dir=None)
     assert summary['batch_norm']['affine_only'] == 0
     assert not any(isinstance(m, FrozenBatchNorm) for m in model.modules())
+
+
+def test_the_export_rebuilds_the_same_network():
+    # build_private_model (export, tools) must convert as DPRunner did, or
+    # the trained weights would not load strictly.
+    from mmengine.config import Config
+
+    from mmpose_dp.export import build_private_model
+    from mmpose_dp.privacy import PrivacyPlan
+    trained, cfg = _model('resnest')
+    prepare_private_model(trained, dict(batch_norm='group_norm'), cfg,
+                          load_from=None, resume=False, work_dir=None)
+    plan = PrivacyPlan(
+        unit='image', n_private=8, private_data=None, target_epsilon=1.0,
+        delta=1e-3, sample_rate=0.25, total_steps=4, noise_multiplier=1.0,
+        sigma_source='calibrated', max_grad_norm=1.0, method='DP-SGD',
+        labels_public=False, privacy_unit='an image', protected='all',
+        public='nothing', batch_norm=dict(mode='group_norm'))
+    rebuilt = build_private_model(
+        Config(dict(model=cfg.to_dict(), default_scope='mmpose')), plan)
+    rebuilt.load_state_dict(trained.state_dict(), strict=True)
+    assert [type(m) for m in rebuilt.modules()] == \
+        [type(m) for m in trained.modules()]
