@@ -136,7 +136,9 @@ def prepare_private_model(model: nn.Module, privacy: Dict, model_cfg,
                 if mode == 'freeze' else 'replaced by GroupNorm (re-initialised'
                 f", up to {settings['num_groups']} groups)")
         print_log(
-            f"[privacy] BatchNorm: {report['count']} layers {done}, because "
+            f"[privacy] BatchNorm: "
+            f"{report['count'] - len(report['affine_only'])} layers {done}, "
+            'because '
             f"of {why}; affine parameters "
             f"{'trainable' if settings['trainable_affine'] else 'frozen'}"
             + (f"; fewer groups where channels do not divide: "
