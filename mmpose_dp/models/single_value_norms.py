@@ -44,7 +44,7 @@ def single_value_batch_norms(model: nn.Module,
     try:
         model.eval()
         with torch.no_grad():
-            model.extract_feat(blank)
+            model(blank, None, mode='tensor')  # backbone, neck and head
     finally:
         for h in handles:
             h.remove()
