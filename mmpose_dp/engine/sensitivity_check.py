@@ -23,7 +23,8 @@ the binomial mean and variance of Poisson sampling at q with every unit
 joining about q of the steps.
 
 Augmentations are seeded per record (the same record gets the same crop in
-every run); the secrets are fixed, so the check is for test data only.
+every run; python's, numpy's and torch's generators and albumentations' own);
+the secrets are fixed, so the check is for test data only.
 """
 import copy
 import os.path as osp
@@ -89,10 +90,18 @@ def _seed_augmentations(dataset) -> None:
     for base in _base_datasets(dataset):
         prepare = base.prepare_data
 
-        def seeded(idx, prepare=prepare):
-            random.seed(AUGMENTATION_SEED * 1000003 + idx)
+        def seeded(idx, prepare=prepare, base=base):
+            seed = AUGMENTATION_SEED * 1000003 + idx
+            random.seed(seed)
             np.random.seed((AUGMENTATION_SEED, idx))
-            torch.manual_seed(AUGMENTATION_SEED * 1000003 + idx)
+            torch.manual_seed(seed)
+            for transform in getattr(base.pipeline, 'transforms', ()):
+                # albumentations keeps generators of its own per transform
+                # (MMPose's Albumentation: RTMPose, CSPNeXt); looked up at
+                # each call, as PipelineSwitchHook swaps the pipeline.
+                aug = getattr(transform, 'aug', None)
+                if hasattr(aug, 'set_random_seed'):
+                    aug.set_random_seed(seed)
             return prepare(idx)
 
         base.prepare_data = seeded
