@@ -157,11 +157,16 @@ class DPRunner(Runner):
         is one instance per name for the whole process, so a second run in
         one process (a notebook, a search) with MMPose's fixed name
         ``'visualizer'`` would write its scalars into the first run's work
-        dir. A name already taken gets this run's own suffix."""
+        dir. A name already taken gets the first free ``_<n>`` suffix after
+        this run's experiment name (checked, not derived from an object id,
+        which Python reuses)."""
         if isinstance(visualizer, dict) and visualizer.get('name') and \
                 Visualizer.check_instance_created(visualizer['name']):
-            visualizer = dict(visualizer, name=f"{visualizer['name']}_"
-                              f'{self._experiment_name}_{id(self):x}')
+            stem = f"{visualizer['name']}_{self._experiment_name}"
+            n = 1
+            while Visualizer.check_instance_created(f'{stem}_{n}'):
+                n += 1
+            visualizer = dict(visualizer, name=f'{stem}_{n}')
         return super().build_visualizer(visualizer)
 
     def build_model(self, model):

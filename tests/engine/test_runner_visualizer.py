@@ -27,3 +27,10 @@ def test_a_second_run_in_one_process_gets_its_own_visualizer(tmp_path):
     b.add_scalars(dict(loss=2.0), step=1)
     assert (tmp_path / 'a').exists() and (tmp_path / 'b').exists()
     assert Visualizer.get_current_instance() is b
+    # A third run with the same experiment name (same second) still gets a
+    # visualizer of its own.
+    third = _runner(str(tmp_path / 'c'), '20261202_000000')
+    c = third.build_visualizer(copy.deepcopy(cfg))
+    assert c is not a and c is not b
+    c.add_scalars(dict(loss=3.0), step=1)
+    assert (tmp_path / 'c').exists()
