@@ -1,0 +1,148 @@
+"""The ``'fast'`` clipping engine (see the package docstring)."""
+import contextlib
+import time
+from typing import Dict
+
+import torch
+from torch import nn
+
+from ... import clipping
+from ...errors import NotPrivateError
+from ...per_sample import disable_inplace_activations
+from ..base import ClippingEngine
+from ..hooks import check_same_loss, same_random_draws
+from .capture import LayerCapture
+from .rules import LAYER_PARAMS, LAYER_RULES, layer_kind
+
+
+class FastEngine(ClippingEngine):
+    """Mixed ghost / instantiate-and-discard norms per layer and the
+    clipped sum by book-keeping, in one forward and one backward."""
+
+    name = 'fast'
+
+    def __init__(self, model, batch_loss, loss_reduction):
+        super().__init__(model, batch_loss, loss_reduction)
+        self.layers: Dict[nn.Module, LayerCapture] = {}
+        unsupported, owners, tied = [], {}, []
+        for name, module in model.named_modules():
+            own = [(n, p) for n, p in module.named_parameters(recurse=False)
+                   if p.requires_grad]
+            if not own:
+                continue
+            kind = layer_kind(module)
+            if kind is None or {n for n, _ in own} - LAYER_PARAMS:
+                unsupported.append(f'{name} ({type(module).__name__})')
+                continue
+            self.layers[module] = LAYER_RULES[kind](module)
+            for n, p in own:
+                if id(p) in owners:
+                    tied.append(f'{name}.{n}')
+                owners[id(p)] = module
+        if unsupported:
+            raise NotPrivateError(
+                f"the 'fast' engine supports exactly Linear, Conv1d/2d, "
+                'ConvTranspose2d, GroupNorm, LayerNorm and FrozenBatchNorm '
+                '(owning only weight and bias; subclasses, which may change '
+                f'the forward, are refused); trainable {unsupported[:6]} '
+                "are not. Use privacy.engine='hooks' or 'vmap'")
+        if tied:
+            raise NotPrivateError(
+                f"the 'fast' engine needs each trainable parameter in one "
+                f'layer; {tied[:6]} are shared by several (tied weights), '
+                "whose per-sample norm is not the sum of the layers'. Use "
+                "privacy.engine='vmap'")
+        # Parameter order of the sums: the engine's (model) order.
+        self._slots = []
+        for p in self.params:
+            layer = self.layers[owners[id(p)]]
+            self._slots.append((layer, next(
+                k for k, q in enumerate(layer.params) if q is p)))
+        self._handles = []
+        self._batch = None
+        # Tensor hooks on outputs must see them before any in-place change.
+        self.inplace = disable_inplace_activations(model)
+        self._checked = False
+        #: Seconds spent per phase (forward, backward with the per-layer
+        #: work done in hooks, norms, clipped sum), summed over calls; for
+        #: benchmarks (set ``synchronize`` to ``torch.cuda.synchronize``).
+        self.timings: Dict[str, float] = {}
+        self.synchronize = lambda: None
+
+    def _tick(self, phase: str, start: float) -> float:
+        self.synchronize()
+        now = time.perf_counter()
+        self.timings[phase] = self.timings.get(phase, 0.0) + now - start
+        return now
+
+    @property
+    def busy(self) -> bool:
+        return bool(self._handles)
+
+    def _forward_hook(self, module, args, output):
+        layer = self.layers[module]
+        layer.calls += 1
+        a = args[0].detach()
+        if a.shape[0] != self._batch:
+            raise NotPrivateError(
+                f'{type(module).__name__} got an input with '
+                f'{a.shape[0] / self._batch:.3g} rows per sample of the '
+                'micro-batch: the model folds something into the batch '
+                'dimension, so one sample would contribute several clipped '
+                "gradients. Use privacy.engine='vmap'")
+        if not output.requires_grad:
+            # Nothing before this layer is trainable: start the graph here.
+            leaf = output.detach().requires_grad_()
+            output = leaf.clone()
+            handle = leaf
+        else:
+            handle = output
+        def receive(grad, layer=layer, a=a):
+            layer.receive(a, grad.detach())
+
+        handle.register_hook(receive)
+        return output
+
+    def _clipped_sum(self, batch, units, max_grad_norm):
+        self._batch = self.batch_loss.num_samples(batch)
+        units_t = torch.tensor(units, device=self.params[0].device)
+        num_units = int(units_t.max()) + 1
+        for layer in self.layers.values():
+            layer.reset()
+            layer.units, layer.num_units = units_t, num_units
+        for p in self.params:
+            p.requires_grad_(False)
+        start = time.perf_counter()
+        try:
+            self._handles = [m.register_forward_hook(self._forward_hook)
+                             for m in self.layers]
+            with (contextlib.nullcontext() if self._checked
+                  else same_random_draws()):
+                loss = self.batch_loss.loss(self.model, batch)
+            start = self._tick('forward', start)
+            loss.backward()
+            start = self._tick('backward', start)
+        finally:
+            for handle in self._handles:
+                handle.remove()
+            self._handles = []
+            for p in self.params:
+                p.requires_grad_(True)
+        if not self._checked:
+            check_same_loss(self, float(loss.detach()), batch, self.inplace)
+            self._checked = True
+        # A batch-mean loss gives output gradients 1/B of each sample's
+        # own: per-sample gradients are `scale` times what the layers saw.
+        scale = self._batch if self.loss_reduction == 'mean' else 1
+        norms = scale * sum(layer.squared_norms()
+                            for layer in self.layers.values()).sqrt()
+        unit_factors = clipping.clip_factors(norms, max_grad_norm)
+        factors = scale * unit_factors[units_t]  # each sample its unit's
+        start = self._tick('norms', start)
+        sums = {layer: layer.clipped_sums(factors)
+                for layer in self.layers.values()}
+        self._tick('clipped_sum', start)
+        out = [sums[layer][k] for layer, k in self._slots]
+        for layer in self.layers.values():
+            layer.reset()
+        return out, loss.detach()

@@ -1,0 +1,58 @@
+"""The fast engine's rules for normalisation layers: the per-sample
+gradients of their affine map (weight, bias) after the normalisation,
+which involves no parameter."""
+from typing import List, Tuple
+
+import torch
+import torch.nn.functional as F
+
+from .capture import LayerCapture
+from .rules import register_layer_rule
+
+
+class AffineNormCapture(LayerCapture):
+    """``y = weight * x_hat + bias``, ``x_hat`` parameter-free."""
+
+    def normalised(self, a: torch.Tensor) -> torch.Tensor:
+        raise NotImplementedError
+
+    def reduced_dims(self, a: torch.Tensor) -> Tuple[int, ...]:
+        """The dims a sample's affine gradient sums over: per channel
+        (dim 1) by default."""
+        return tuple(range(2, a.dim()))
+
+    def instantiate(self, a, g) -> List[torch.Tensor]:
+        x_hat = self.normalised(a)
+        dims = self.reduced_dims(a)
+        weight = (g * x_hat).sum(dims) if dims else g * x_hat
+        bias = g.sum(dims) if dims else g
+        return ([weight] if self.train_weight else []) + (
+            [bias] if self.train_bias else [])
+
+
+@register_layer_rule('group_norm')
+class GroupNormCapture(AffineNormCapture):
+
+    def normalised(self, a):
+        m = self.module
+        return F.group_norm(a, m.num_groups, eps=m.eps)
+
+
+@register_layer_rule('layer_norm')
+class LayerNormCapture(AffineNormCapture):
+
+    def normalised(self, a):
+        m = self.module
+        return F.layer_norm(a, m.normalized_shape, eps=m.eps)
+
+    def reduced_dims(self, a):
+        return tuple(range(1, a.dim() - len(self.module.normalized_shape)))
+
+
+@register_layer_rule('frozen_batch_norm')
+class FrozenBatchNormCapture(AffineNormCapture):
+    """:class:`~mmpose_dp.models.FrozenBatchNorm` (or a layer registered
+    as one): a per-channel affine map after ``module.normalise``."""
+
+    def normalised(self, a):
+        return self.module.normalise(a)
