@@ -1,6 +1,6 @@
 """Tiny models of every family of MMPose's stock MPII top-down configs, of
 the families only its COCO zoo has (Swin, HRFormer, PVT, PVTv2, VGG,
-AlexNet, ResNeSt, ViPNAS; ViTPose-small) and of the paper's TinyViT-SimCC,
+AlexNet, ResNeSt, ViPNAS, the visibility head; ViTPose-small) and of the paper's TinyViT-SimCC,
 built from the stock config's model dict with channels and depth shrunk and
 the codec scaled to a small input, the stock normalisation layers kept.
 Every head predicts MPII's 16 joints (the tests and the sweep use MPII data).
@@ -40,6 +40,13 @@ def _resnet_heatmap(**backbone):
                               **backbone)
         _heatmap_head(model, base * 32)
     return shrink
+
+
+def _vis_resnet(model):
+    """VisPredictHead (a visibility classifier beside the pose head)."""
+    model.backbone.update(depth=50, stem_channels=8, base_channels=4)
+    model.head.pose_cfg.update(in_channels=128, deconv_out_channels=(8, 8, 8),
+                               deconv_kernel_sizes=(4, 4, 4))
 
 
 def _hrnet(model):
@@ -274,6 +281,12 @@ FAMILIES: Dict[str, Family] = {
                       _resnet_heatmap()),
     'vipnas_resnet': Family(_COCO + 'td-hm_vipnas-res50_8xb64-210e_coco-'
                             '256x192.py', _vipnas_resnet),
+    # UDP's combined target: a heatmap and two offset maps per joint.
+    'udp_combined': Family(_COCO + 'td-hm_hrnet-w32_udp-regress-8xb64-210e_'
+                           'coco-256x192.py', _hrnet),
+    # A visibility head (BCELoss) beside the heatmap head.
+    'vis_head': Family(_COCO + 'td-hm-vis_res50_8xb64-210e_coco-aic-256x192-'
+                       'merge.py', _vis_resnet),
     'vipnas_mbv3': Family(_COCO + 'td-hm_vipnas-mbv3_8xb64-210e_coco-'
                           '256x192.py', _vipnas_mbv3),
 }
@@ -302,12 +315,16 @@ def tiny_model_config(family: str):
     model = copy.deepcopy(cfg.model)
     model.backbone.init_cfg = None  # no download; statistics set below
     spec.shrink(model)
-    if 'out_channels' in model.head:  # COCO heads have 17
-        model.head.out_channels = MPII_JOINTS
+    # VisPredictHead wraps the pose head (its pose_cfg).
+    head = model.head.get('pose_cfg', model.head)
     codec = scaled_codec(cfg.codec, spec.input_size)
+    if 'out_channels' in head:  # COCO heads have 17
+        # UDP's combined target has a heatmap and two offsets per joint.
+        per_joint = 3 if codec.get('heatmap_type') == 'combined' else 1
+        head.out_channels = per_joint * MPII_JOINTS
     if spec.heatmap_size:
         codec['heatmap_size'] = spec.heatmap_size
-    model.head.decoder = codec
+    head.decoder = codec
     size = spec.input_size
     if 'input_size' in model.head:
         model.head.input_size = size

@@ -15,12 +15,18 @@ from .validation import NotPrivateError
 #: tests/models/test_per_sample_gradients.py and test_model_families.py.
 KNOWN_LOSS_REDUCTIONS: Dict[str, Union[str, Callable[[nn.Module], str]]] = {
     'KeypointMSELoss': 'mean',  # mean over B * K * H * W
+    # per joint, means over B * H * W of heatmap and offset errors (UDP)
+    'CombinedTargetMSELoss': 'mean',
     'KLDiscretLoss': 'sum',  # sum over the batch / K
     'SmoothL1Loss': 'mean',  # mean over B * K * 2
     # loss / len(loss) = / B with size_average, else a plain sum
     'RLELoss': lambda loss: 'mean' if loss.size_average else 'sum',
     # per-sample top-k over keypoints, then a mean over the batch (MSPN/RSN)
     'KeypointOHKMMSELoss': 'mean',
+    # elementwise BCE (x target weight), then a mean over B * K or a sum;
+    # reduction='none' leaves the batch reduction to whoever reads it
+    'BCELoss': lambda loss: {'mean': 'mean', 'sum': 'sum'}.get(
+        loss.reduction),
 }
 #: Losses that combine samples before their per-sample terms are formed;
 #: refused whatever the config declares.
@@ -98,9 +104,10 @@ def detect_loss_reduction(model: nn.Module,
                 "sample's gradient depends on the others, so no per-sample "
                 'clipping bounds its sensitivity. Remove it from the loss '
                 'for private training')
-        if cls in KNOWN_LOSS_REDUCTIONS:
-            known = KNOWN_LOSS_REDUCTIONS[cls]
-            found[name] = known(module) if callable(known) else known
+        known = KNOWN_LOSS_REDUCTIONS.get(cls)
+        known = known(module) if callable(known) else known
+        if known is not None:
+            found[name] = known
         else:
             if declared is None:
                 raise NotPrivateError(

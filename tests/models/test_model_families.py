@@ -171,7 +171,19 @@ def _prepared_family(family: str, mode: str, annotations):
         assert len(frozen) == num_bn
         assert any(bool((m.running_var != 1).any()) for m in frozen)
     model.double()
+    _labels_in_model_dtype(model)
     return model, _to_double(data), summary, reduction
+
+
+def _labels_in_model_dtype(model: nn.Module) -> None:
+    """VisPredictHead casts its visibility labels (0/1) to float32, which a
+    float64 BCE refuses: cast them to the prediction's dtype (exact)."""
+    def cast(module, args):
+        output, target, *rest = args
+        return (output, target.to(output.dtype), *rest)
+    for module in model.modules():
+        if type(module).__name__ == 'BCELoss':
+            module.register_forward_pre_hook(cast)
 
 
 def _loss(model, inputs, data_samples) -> torch.Tensor:

@@ -88,6 +88,34 @@ def test_losses_held_in_a_module_list_are_each_checked():
     assert detect_loss_reduction(model) == 'mean'
 
 
+def _vis_estimator(**bce):
+    """A VisPredictHead (visibility BCE beside the heatmap loss)."""
+    init_default_scope('mmpose')
+    return MODELS.build(dict(
+        type='TopdownPoseEstimator',
+        backbone=dict(type='ResNet', depth=18, stem_channels=16,
+                      base_channels=8, norm_cfg=dict(type='GN', num_groups=4)),
+        head=dict(type='VisPredictHead',
+                  loss=dict(type='BCELoss', use_sigmoid=True, **bce),
+                  pose_cfg=dict(
+                      type='HeatmapHead', in_channels=64, out_channels=16,
+                      deconv_out_channels=None,
+                      loss=dict(type='KeypointMSELoss', use_target_weight=True),
+                      decoder=dict(type='MSRAHeatmap', input_size=(64, 64),
+                                   heatmap_size=(2, 2), sigma=1)))))
+
+
+def test_a_visibility_bce_loss_reduces_as_configured():
+    assert detect_loss_reduction(_vis_estimator(use_target_weight=True)) \
+        == 'mean'
+    # BCE summed and the heatmap loss averaged: no single reduction.
+    with pytest.raises(NotPrivateError, match='reduce differently'):
+        detect_loss_reduction(_vis_estimator(reduction='sum'))
+    # 'none' leaves the batch reduction to the caller: declare it.
+    with pytest.raises(NotPrivateError, match='cannot tell how BCELoss'):
+        detect_loss_reduction(_vis_estimator(reduction='none'))
+
+
 def test_declaration_cannot_contradict_a_known_loss():
     model = _estimator(dict(type='GN', num_groups=4))
     with pytest.raises(NotPrivateError, match='contradicts'):

@@ -182,3 +182,24 @@ def test_the_engine_choice_and_its_log_see_no_private_value():
         engine.clipped_sum(batch, list(range(7)), C)
         report = ' '.join(engine.report)
         assert ' 7 ' not in report and '(7' not in report and own not in report
+
+
+def test_when_no_engine_is_exact_auto_names_every_reason():
+    from mmpose_dp.privacy.engines.auto import AutoEngine
+
+    def refusing(reason, error=NotPrivateError):
+        def factory(model, batch_loss, loss_reduction):
+            raise error(reason)
+        factory.name = reason.split()[0]
+        return factory
+
+    auto = AutoEngine(_Tied(), LOSS, 'mean', [
+        refusing('fast cannot'), refusing('hooks crashed', RuntimeError),
+        refusing('vmap differs')])
+    x, y = torch.randn(3, 4), torch.randn(3, 2)
+    with pytest.raises(NotPrivateError) as err:
+        auto.clipped_sum((x, y), [0, 1, 2], C)
+    message = str(err.value)
+    for words in ('fast: fast cannot', 'hooks: RuntimeError: hooks crashed',
+                  'vmap: vmap differs'):
+        assert words in message

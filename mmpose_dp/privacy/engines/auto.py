@@ -44,13 +44,16 @@ class AutoEngine(ClippingEngine):
                                  self.loss_reduction)
                 result = engine.clipped_sum(batch, units, max_grad_norm)
             except Exception as err:  # noqa: BLE001 (any failure: next)
-                if i == len(self.candidates) - 1:
-                    raise
                 kind = '' if isinstance(err, NotPrivateError) else \
                     f'{type(err).__name__}: '
                 self.report.append(f'{factory.name}: {kind}{err}')
                 for p in self.params:
                     p.grad = None
+                if i == len(self.candidates) - 1:
+                    raise NotPrivateError(
+                        "privacy.engine='auto': no clipping engine is exact "
+                        'for this model; ' + ' | '.join(self.report)
+                    ) from err
                 continue
             self.chosen = engine
             self.report.append(
