@@ -1,7 +1,7 @@
 """mmpose_dp: differentially private training for MMPose top-down models.
 
 Importing the package registers its MMEngine components (DPOptimWrapper,
-PrivacyHook, DPEpochBasedTrainLoop, DPRunner, PoissonBatchSampler,
+the privacy hooks, DPEpochBasedTrainLoop, DPRunner, PoissonBatchSampler,
 dp_pseudo_collate).
 """
 import os

@@ -36,6 +36,7 @@ from typing import Dict, List, Optional
 from mmengine.config import Config, DictAction
 from mmengine.hooks import Hook
 
+from mmpose_dp.engine import find_session
 from mmpose_dp.privacy.auditing import audit_from_scores
 from mmpose_dp.privacy.canaries import GradientCanaries
 
@@ -94,8 +95,7 @@ def run_audit(config: str, num_canaries: int, work_dir: str,
     hook = CanaryHook(num_canaries, seed, mechanism)
     runner.register_hook(hook)
     runner.train()
-    privacy = next(h for h in runner.hooks
-                   if type(h).__name__ == 'PrivacyHook')
+    privacy = find_session(runner)
     claimed = privacy.ledger.epsilon()
     if 2 * num_canaries * privacy.delta > 0.05:
         runner.logger.warning(

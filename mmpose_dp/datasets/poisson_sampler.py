@@ -9,6 +9,7 @@ from mmengine.registry import DATA_SAMPLERS
 from torch.utils.data import Sampler
 
 from ..privacy import secret_seed
+from ..privacy.mechanisms import GaussianMechanism, Mechanism
 from .privacy_units import (check_unit, group_by_image, record_image_keys,
                             record_unit_keys)
 from .public_split import carve_public_images, public_set_id
@@ -58,6 +59,13 @@ class PoissonBatchSampler(Sampler):
             N_private. Their record indices are :attr:`public_indices`.
         public_seed: seed of the carve-out (public: a consent decision).
         steps_per_epoch: default ``round(1 / q)``.
+
+    Which units may join a step, and at what rate, is the privacy
+    mechanism's rule (:attr:`mechanism`, DP-SGD's by default: every unit at
+    rate q); the PrivacyHook sets the run's. A rule that depends on the step
+    (BandMF's cyclic groups) gets the step's index in the privacy ledger:
+    the loop sets :attr:`first_step` to the ledger's count before each
+    epoch.
     """
 
     def __init__(self,
@@ -114,6 +122,10 @@ class PoissonBatchSampler(Sampler):
         self._seed = shared_secret_seed() if seed is None else int(seed)
         self.epoch = 0
         self.sampler = sampler
+        self.mechanism: Mechanism = GaussianMechanism()
+        #: Ledger index of the next epoch's first step (None: epoch x
+        #: steps_per_epoch, a fresh run's).
+        self.first_step: Optional[int] = None
 
     @property
     def num_private(self) -> int:
@@ -125,16 +137,32 @@ class PoissonBatchSampler(Sampler):
         """Every private record index."""
         return np.concatenate(self.units)
 
+    @property
+    def key(self) -> int:
+        """The secret seed, for :class:`~mmpose_dp.privacy.secret_store.
+        SecretStore` only (a resumed BandMF run needs its groups)."""
+        return self._seed
+
+    def restore_key(self, key: int) -> None:
+        """Continue a run whose secret seed was kept."""
+        self._seed = int(key)
+
     def set_epoch(self, epoch: int) -> None:
         self.epoch = epoch
 
-    def global_draws(self, epoch: int) -> Iterator[np.ndarray]:
-        """The units (indices into :attr:`units`) drawn at every step of
-        ``epoch``, over all processes."""
+    def global_draws(self, epoch: int,
+                     first_step: Optional[int] = None
+                     ) -> Iterator[np.ndarray]:
+        """The units (sorted indices into :attr:`units`) drawn at every step
+        of ``epoch``, over all processes; the epoch's first step has ledger
+        index ``first_step`` (default :attr:`first_step`)."""
+        if first_step is None:
+            first_step = (epoch * self.steps_per_epoch
+                          if self.first_step is None else self.first_step)
         rng = np.random.default_rng([self._seed, epoch])
-        for _ in range(self.steps_per_epoch):
-            yield np.flatnonzero(rng.random(self.num_private) <
-                                 self.sample_rate)
+        for i in range(self.steps_per_epoch):
+            yield self.mechanism.draw(rng, first_step + i, self.num_private,
+                                      self.sample_rate, self._seed)
 
     def records(self, drawn: Sequence[int]) -> List[int]:
         """The record indices of the units ``drawn``, unit by unit."""

@@ -7,11 +7,17 @@ from .buffer_guard_hook import BufferGuardHook
 from .log_processor import DPLogProcessor
 from .loops import DPEpochBasedTrainLoop, split_batch
 from .optim_wrapper import DPOptimWrapper, PrivacyBudgetExceeded
+from .budget_stop_hook import BudgetStopHook
+from .privacy_checkpoint_hook import PrivacyCheckpointHook
 from .privacy_hook import PrivacyHook
+from .privacy_logger_hook import PrivacyLoggerHook
+from .privacy_session import PrivacySession, find_session
 from .runner import DPRunner, apply_privacy
 
 __all__ = [
-    'CPUDistributedDataParallel', 'setup_cpu_distributed',
-    'DPEpochBasedTrainLoop', 'DPLogProcessor', 'split_batch', 'DPOptimWrapper',
-    'PrivacyBudgetExceeded', 'PrivacyHook', 'BufferGuardHook', 'DPRunner', 'apply_privacy'
+    'BudgetStopHook', 'BufferGuardHook', 'CPUDistributedDataParallel',
+    'DPEpochBasedTrainLoop', 'DPLogProcessor', 'DPOptimWrapper', 'DPRunner',
+    'PrivacyBudgetExceeded', 'PrivacyCheckpointHook', 'PrivacyHook',
+    'PrivacyLoggerHook', 'PrivacySession', 'apply_privacy', 'find_session',
+    'setup_cpu_distributed', 'split_batch'
 ]

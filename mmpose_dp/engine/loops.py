@@ -102,6 +102,12 @@ class DPEpochBasedTrainLoop(EpochBasedTrainLoop):
     def run_epoch(self) -> None:
         self.runner.call_hook('before_train_epoch')
         self.runner.model.train()
+        # Each batch of the epoch is one ledger step, in order: a mechanism
+        # whose batch rule depends on the step (BandMF) gets its index.
+        sampler = self.dataloader.batch_sampler
+        ledger = getattr(self.runner.optim_wrapper, 'ledger', None)
+        if hasattr(sampler, 'first_step') and ledger is not None:
+            sampler.first_step = ledger.steps
         for idx, data_batch in enumerate(self.dataloader):
             if self.stop_training:
                 break

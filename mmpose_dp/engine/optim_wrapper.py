@@ -9,8 +9,8 @@ from mmengine.optim import OptimWrapper
 from mmengine.registry import OPTIM_WRAPPERS
 from torch import nn
 
-from ..privacy import (NoiseStream, NotPrivateError, PrivacyLedger,
-                       add_gaussian_noise)
+from ..privacy import NoiseStream, NotPrivateError, PrivacyLedger
+from ..privacy.mechanisms import GaussianMechanism, Mechanism
 from ..privacy.engines import BatchLoss, ClippingEngine, build_engine
 from .mmengine_batch import MMEngineBatchLoss
 
@@ -99,6 +99,9 @@ class DPOptimWrapper(OptimWrapper):
         self.expected_batch_size: Optional[float] = None
         self.max_steps: Optional[int] = None
         self.ledger: Optional[PrivacyLedger] = None
+        #: Whose noise each step gets (the ledger's mechanism, set by
+        #: configure; DP-SGD's white Gaussian noise by default).
+        self.mechanism: Mechanism = GaussianMechanism()
         self.engine_name = engine
         self.engine: Optional[ClippingEngine] = None
         #: Audit canaries (GradientCanaries), set by tools/audit_privacy.py:
@@ -143,6 +146,7 @@ class DPOptimWrapper(OptimWrapper):
         self.sample_rate = float(sample_rate)
         self.expected_batch_size = float(expected_batch_size)
         self.ledger = ledger
+        self.mechanism = ledger.mechanism
         self.max_steps = max_steps
         self.stages = list(stages)
 
@@ -244,15 +248,15 @@ class DPOptimWrapper(OptimWrapper):
 
     # -- per logical step --------------------------------------------------
     def add_noise(self, summed: List[torch.Tensor]) -> None:
-        """Add N(0, (sigma C)^2) to the clipped sum, once over all processes
-        (on process 0), from the generator of this ledger step."""
+        """Add the mechanism's noise for this ledger step (DP-SGD: N(0,
+        (sigma C)^2) from the step's generator) to the clipped sum, once
+        over all processes (on process 0)."""
         rank, _ = get_dist_info()
         if rank != 0:
             return
-        generator = self.noise.generator(self.params[0].device, rank,
-                                         self.ledger.steps)
-        add_gaussian_noise(summed, self.noise_multiplier * self.max_grad_norm,
-                           generator)
+        self.mechanism.add_noise(summed,
+                                 self.noise_multiplier * self.max_grad_norm,
+                                 self.noise, rank, self.ledger.steps)
 
     def reduce(self, summed: List[torch.Tensor]) -> None:
         """Sum the noisy clipped sums of all processes (in place)."""

@@ -8,7 +8,36 @@ from mmengine.registry import DATASETS
 from torch.utils.data import Subset
 
 from ..datasets import check_disjoint, public_set_id, record_image_keys
+from ..models import NotPrivateError
 from .stages import ProjectionStage, PublicFeatureStage
+
+
+def check_public_options(projection: Optional[Dict],
+                         public_data: Optional[Dict],
+                         public_features: Optional[Dict]) -> Optional[Dict]:
+    """Refuse inconsistent ``privacy.projection`` / ``public_data`` /
+    ``public_features``; returns ``public_features`` without its
+    ``labels_are_public`` declaration, which it requires."""
+    if projection is not None and not public_data:
+        raise ValueError(
+            'privacy.projection needs public data: set privacy.public_data'
+            '=dict(num_samples=100, seed=0) or dict(dataset=dict(...))')
+    if public_data and not (bool(public_data.get('num_samples'))
+                            ^ ('dataset' in public_data)):
+        raise ValueError('privacy.public_data takes num_samples (and '
+                         'seed) or dataset, not both')
+    if public_features is None:
+        return None
+    public_features = dict(public_features)
+    if public_features.pop('labels_are_public', None) is not True:
+        raise NotPrivateError(
+            'privacy.public_features (feature DP) computes an un-noised loss '
+            'on every training record: its blurred crop AND its keypoint '
+            'labels, visibility and box. The epsilon then protects only the '
+            'image detail that the blur removes, not the pose. If that is '
+            'your threat model, say so with privacy.public_features.'
+            'labels_are_public=True; otherwise use DP-SGD or PDP')
+    return public_features
 
 
 def public_dataset(public_data: Dict, private, sampler) -> Tuple[object,

@@ -8,8 +8,10 @@ The mixin instead adds two new keys, ``privacy`` and ``runner_type``, and
 rewritten config is what the work dir's dumped config shows.
 """
 import copy
+import logging
 
 from mmengine.config import Config, ConfigDict
+from mmengine.logging import print_log
 from mmengine.registry import RUNNERS
 from mmengine.runner import Runner
 from mmengine.visualization import Visualizer
@@ -19,14 +21,24 @@ from .atomic_checkpoints import ATOMIC_BACKEND
 from .model_preparation import prepare_private_model
 
 #: privacy keys -> the component that takes them.
-HOOK_KEYS = ('target_epsilon', 'noise_multiplier', 'delta', 'loss_reduction',
-             'interval', 'projection', 'public_data', 'public_features',
-             'disjoint_from_loaded_checkpoint')
+#: Each privacy hook and the privacy keys it takes (DPRunner adds them all).
+HOOKS_KEYS = {
+    'PrivacyHook': ('target_epsilon', 'noise_multiplier', 'delta',
+                    'loss_reduction', 'projection', 'public_data',
+                    'public_features', 'mechanism', 'secret_dir'),
+    'PrivacyCheckpointHook': ('disjoint_from_loaded_checkpoint', ),
+    'BudgetStopHook': (),
+    'PrivacyLoggerHook': ('interval', ),
+    'BufferGuardHook': (),
+}
+HOOK_KEYS = sum(HOOKS_KEYS.values(), ())
 OPTIM_KEYS = ('max_grad_norm', 'noise_seed', 'engine')
 LOOP_KEYS = ('max_physical_batch_size', 'log_private_metrics')
 SAMPLER_KEYS = ('sampler_seed', 'unit')
 #: Applied by DPRunner itself to the built model.
 MODEL_KEYS = ('batch_norm', 'trainable')
+#: AmpOptimWrapper's own arguments (dropped: DP steps run in fp32).
+AMP_KEYS = ('loss_scale', 'dtype', 'use_fsdp')
 #: The privacy unit when the config names none (see README).
 DEFAULT_UNIT = 'image'
 KNOWN_KEYS = set(HOOK_KEYS + OPTIM_KEYS + LOOP_KEYS + SAMPLER_KEYS +
@@ -39,7 +51,7 @@ def apply_privacy(cfg: Config) -> Config:
     Sets ``optim_wrapper.type='DPOptimWrapper'`` (keeping the optimizer),
     ``train_dataloader.batch_sampler='PoissonBatchSampler'`` with the
     empty-safe collate, ``train_cfg.type='DPEpochBasedTrainLoop'`` and adds
-    ``PrivacyHook`` to ``custom_hooks``. Components the config already names
+    the privacy hooks of :data:`HOOKS_KEYS` to ``custom_hooks``. Components the config already names
     are kept; settings that would break the guarantee are refused.
     """
     cfg = copy.deepcopy(cfg)
@@ -53,6 +65,18 @@ def apply_privacy(cfg: Config) -> Config:
                          'required')
 
     ow = cfg.optim_wrapper
+    if ow.get('type') == 'AmpOptimWrapper':
+        # Mixed precision is a speed setting of the same model (MMPose's
+        # *_fp16 configs); its dynamic loss scale would multiply every
+        # per-sample gradient before clipping. DP steps run in fp32.
+        print_log(
+            "[privacy] optim_wrapper.type='AmpOptimWrapper': DP training "
+            "runs in fp32 (DPOptimWrapper); the AMP settings "
+            f"{ {k: ow[k] for k in AMP_KEYS if k in ow} } are dropped",
+            logger='current', level=logging.WARNING)
+        for key in AMP_KEYS:
+            ow.pop(key, None)
+        ow['type'] = 'OptimWrapper'
     if ow.get('type', 'OptimWrapper') not in ('OptimWrapper',
                                               'DPOptimWrapper'):
         raise ValueError(
@@ -110,13 +134,11 @@ def apply_privacy(cfg: Config) -> Config:
     log_processor['type'] = 'DPLogProcessor'
     cfg.log_processor = log_processor
 
-    hooks = list(cfg.get('custom_hooks') or [])
-    hook_cfg = dict(type='PrivacyHook',
-                    **{k: privacy[k] for k in HOOK_KEYS if k in privacy})
-    hooks = [h for h in hooks if h.get('type') not in (
-        'PrivacyHook', 'BufferGuardHook')] + [hook_cfg,
-                                               dict(type='BufferGuardHook')]
-    cfg.custom_hooks = hooks
+    hooks = [h for h in cfg.get('custom_hooks') or []
+             if h.get('type') not in HOOKS_KEYS]
+    cfg.custom_hooks = hooks + [
+        dict(type=name, **{k: privacy[k] for k in keys if k in privacy})
+        for name, keys in HOOKS_KEYS.items()]
     imports = cfg.get('custom_imports') or ConfigDict(imports=[])
     if 'mmpose_dp' not in imports['imports']:
         imports['imports'] = list(imports['imports']) + ['mmpose_dp']

@@ -2,8 +2,8 @@
 
 What goes: the ``privacy`` section, ``runner_type``, the ``mmpose_dp``
 import, the DP components (``DPOptimWrapper``, ``PoissonBatchSampler`` and
-its collate, ``DPEpochBasedTrainLoop``, ``PrivacyHook``,
-``BufferGuardHook``, ``DPLogProcessor``), ``load_from`` and ``resume``.
+its collate, ``DPEpochBasedTrainLoop``, the privacy hooks,
+``DPLogProcessor``), ``load_from`` and ``resume``.
 mmpose_dp's MPII metric becomes MMPose's (the same PCKh values). What the
 network needs stays, with its normalisation as trained:
 
@@ -29,7 +29,8 @@ BATCH_NORM_TYPES = {'BN', 'BN1d', 'BN2d', 'BN3d', 'SyncBN', 'MMSyncBN'}
 #: Model types that exist only in mmpose_dp (model modules, no privacy).
 PROJECT_MODEL_TYPES = {'GNHeatmapHead', 'GNSimCCHead', 'UpsampleSimCCHead',
                        'GroupNormTopdownPoseEstimator'}
-DP_HOOKS = {'PrivacyHook', 'BufferGuardHook'}
+DP_HOOKS = {'PrivacyHook', 'PrivacyCheckpointHook', 'BudgetStopHook',
+            'PrivacyLoggerHook', 'BufferGuardHook'}
 DP_LOOP_KEYS = ('max_physical_batch_size', 'log_private_metrics')
 DP_OPTIM_KEYS = ('max_grad_norm', 'noise_seed', 'engine')
 

@@ -6,10 +6,10 @@ no step may be taken that would make the spent epsilon exceed the target.
 """
 from typing import NamedTuple, Optional, Sequence
 
-from .accounting import (Segment, calibrate_noise_multiplier, epsilon_prv,
-                         merge_segments)
+from .accounting import Segment, epsilon_prv, merge_segments
 from .errors import NotPrivateError
 from .ledger import EpsilonTracker, PrivacyLedger
+from .mechanisms import GaussianMechanism, Mechanism
 from .plan import PrivacyPlan
 
 #: How the noise multiplier of a plan was obtained.
@@ -37,20 +37,20 @@ class NoisePlan(NamedTuple):
 
 def steps_within_budget(prior: Sequence[Segment], noise_multiplier: float,
                         sample_rate: float, remaining: int,
-                        target_epsilon: float, delta: float) -> int:
+                        target_epsilon: float, delta: float,
+                        mechanism: Optional[Mechanism] = None) -> int:
     """The largest n <= ``remaining`` such that ``prior`` plus n steps at
     (sigma, q) stays within ``target_epsilon``, by the PRV upper bound that
-    the run reports (:func:`epsilon_prv`)."""
-    prior = merge_segments(prior)
+    the run reports (:func:`epsilon_prv` of the mechanism's segments)."""
+    ledger = PrivacyLedger(delta, mechanism)
+    ledger.segments = merge_segments(prior)
 
     def fits(n: int) -> bool:
-        return epsilon_prv(prior + [Segment(noise_multiplier, sample_rate,
-                                            n)], delta) <= target_epsilon
+        return epsilon_prv(ledger.accounted(Segment(
+            noise_multiplier, sample_rate, n)), delta) <= target_epsilon
 
     if fits(remaining):
         return remaining
-    ledger = PrivacyLedger(delta)
-    ledger.segments = list(prior)
     tracker = EpsilonTracker(ledger, noise_multiplier, sample_rate, remaining)
     lo, hi = 0, remaining  # lo fits (by the tracker's bound), hi does not
     while hi - lo > 1:
@@ -70,7 +70,8 @@ def plan_noise(target_epsilon: Optional[float],
                noise_multiplier: Optional[float], delta: float,
                sample_rate: float, remaining: int,
                prior: Sequence[Segment] = (),
-               resumed_plan: Optional[PrivacyPlan] = None) -> NoisePlan:
+               resumed_plan: Optional[PrivacyPlan] = None,
+               mechanism: Optional[Mechanism] = None) -> NoisePlan:
     """Choose sigma for the ``remaining`` steps and bound the steps by the
     budget.
 
@@ -84,6 +85,8 @@ def plan_noise(target_epsilon: Optional[float],
         prior: segments already in the ledger (a resumed run).
         resumed_plan: the plan stored in the resumed checkpoint; its sigma is
             kept only if it was *calibrated* for the very same plan.
+        mechanism: the privacy mechanism (default DP-SGD's), whose
+            accounting and calibration are used.
 
     Raises:
         NotPrivateError: no noise with a budget, or the budget is spent.
@@ -91,6 +94,7 @@ def plan_noise(target_epsilon: Optional[float],
     if target_epsilon is None and noise_multiplier is None:
         raise NotPrivateError('set privacy.target_epsilon (sigma is '
                               'calibrated) or privacy.noise_multiplier')
+    mechanism = mechanism or GaussianMechanism()
     prior = merge_segments(prior)
     taken = sum(s.steps for s in prior)
     total = taken + remaining
@@ -107,8 +111,8 @@ def plan_noise(target_epsilon: Optional[float],
         sigma, source = float(resumed.noise_multiplier), CALIBRATED
         note = 'calibrated (PRV) for the same plan before resuming'
     else:
-        sigma = calibrate_noise_multiplier(target_epsilon, delta,
-                                           sample_rate, remaining, prior)
+        sigma = mechanism.plan_noise_multiplier(target_epsilon, delta,
+                                                sample_rate, remaining, prior)
         source, note = CALIBRATED, \
             f'calibrated (PRV) for epsilon={target_epsilon}'
     if sigma < 0:
@@ -120,7 +124,7 @@ def plan_noise(target_epsilon: Optional[float],
                 'noise_multiplier=0 gives no privacy; drop target_epsilon '
                 'to train without a guarantee')
         new = steps_within_budget(prior, sigma, sample_rate, remaining,
-                                  target_epsilon, delta)
+                                  target_epsilon, delta, mechanism)
         if new == 0:
             raise NotPrivateError(
                 f'the budget epsilon={target_epsilon} is spent: the '
@@ -128,6 +132,7 @@ def plan_noise(target_epsilon: Optional[float],
                 f'noise_multiplier={sigma:.4g}. Raise the noise or stop here')
         allowed = taken + new
     steps = remaining if allowed is None else allowed - taken
-    planned = (epsilon_prv(prior + [Segment(sigma, sample_rate, steps)], delta)
+    planned = (epsilon_prv(mechanism.segments(
+        prior + [Segment(sigma, sample_rate, steps)]), delta)
                if sigma > 0 else float('inf'))
     return NoisePlan(sigma, source, allowed, planned, note)

@@ -3,8 +3,9 @@ import secrets
 from typing import Callable, Dict, List, Optional
 
 from .accounting import (RELATIVE_EPS_ERROR, PRVEpsilon, Segment,
-                         epsilon_prv, epsilon_rdp, merge_segments)
+                         epsilon_prv, epsilon_rdp)
 from .errors import NotPrivateError
+from .mechanisms import GaussianMechanism, Mechanism
 
 
 class PrivacyLedger:
@@ -12,16 +13,19 @@ class PrivacyLedger:
 
     The ledger is what epsilon is computed from, so it travels in every
     checkpoint; a resumed run continues it and can never reset it. Its state
-    names the mechanism it accounts for and a version, and a state of
-    another mechanism or version is refused.
+    names the accounting event and a version, and the privacy mechanism
+    whose steps it counts (:attr:`mechanism`, DP-SGD's by default; its
+    ``segments`` turn the steps into what the accountant composes); a state
+    of another event, version or mechanism is refused.
     """
 
     #: The mechanism whose steps the segments count.
     MECHANISM = 'poisson_subsampled_gaussian'
     VERSION = 1
 
-    def __init__(self, delta: float):
+    def __init__(self, delta: float, mechanism: Optional[Mechanism] = None):
         self.delta = float(delta)
+        self.mechanism = mechanism or GaussianMechanism()
         self.segments: List[Segment] = []
         #: Identifies the run (and its resumes) whose steps this counts;
         #: a public id, no secret. Its write-ahead journal is named by it.
@@ -48,16 +52,23 @@ class PrivacyLedger:
         if self.on_step is not None:
             self.on_step(self.state_dict())
 
+    def accounted(self, more: Optional[Segment] = None) -> List[Segment]:
+        """What the accountant composes: the mechanism's segments of the
+        steps taken (and ``more``)."""
+        steps = self.segments + ([more] if more else [])
+        return self.mechanism.segments(steps)
+
     def epsilon(self, relative_error: float = RELATIVE_EPS_ERROR) -> float:
         """PRV upper bound on the epsilon spent so far."""
-        return epsilon_prv(self.segments, self.delta, relative_error)
+        return epsilon_prv(self.accounted(), self.delta, relative_error)
 
     def epsilon_rdp(self) -> float:
-        return epsilon_rdp(self.segments, self.delta)
+        return epsilon_rdp(self.accounted(), self.delta)
 
     def state_dict(self) -> Dict:
         return dict(
             mechanism=self.MECHANISM, version=self.VERSION,
+            privacy_mechanism=self.mechanism.config(),
             delta=self.delta, lineage=self.lineage,
             segments=[list(s) for s in self.segments],
             steps=self.steps)
@@ -69,6 +80,15 @@ class PrivacyLedger:
                 f'the privacy ledger accounts for {found[0]!r} (version '
                 f'{found[1]}), this mmpose_dp for {self.MECHANISM!r} (version '
                 f'{self.VERSION}); its steps cannot be continued here')
+        # Ledgers written before mechanisms were named counted DP-SGD.
+        theirs = state.get('privacy_mechanism') or \
+            GaussianMechanism().config()
+        if theirs != self.mechanism.config():
+            setting = {k: v for k, v in theirs.items() if k != 'version'}
+            raise NotPrivateError(
+                f'the privacy ledger counts steps of the mechanism {theirs}, '
+                f'this run uses {self.mechanism.config()}; set '
+                f'privacy.mechanism={setting} to continue it')
         self.delta = float(state['delta'])
         self.segments = [
             Segment(float(s), float(q), int(n)) for s, q, n in state['segments']
@@ -81,7 +101,7 @@ class EpsilonTracker:
     """Fast epsilon for the log: one PRV accountant for the whole plan.
 
     Built for ``ledger segments + planned_steps`` more steps at the current
-    mechanism, with an absolute error scaled to the planned final epsilon,
+    sigma and q (as the ledger's mechanism accounts for them), with an absolute error scaled to the planned final epsilon,
     so every query up to the plan is one FFT power (well under a second).
     The value is a valid upper bound at every step; it is rebuilt when the
     ledger leaves the plan.
@@ -93,10 +113,8 @@ class EpsilonTracker:
         self.ledger = ledger
         self.noise_multiplier = noise_multiplier
         self.sample_rate = sample_rate
-        plan = list(ledger.segments) + [
-            Segment(noise_multiplier, sample_rate, max(planned_steps, 1))
-        ]
-        self.plan = merge_segments(plan)
+        self.plan = ledger.accounted(
+            Segment(noise_multiplier, sample_rate, max(planned_steps, 1)))
         if final_epsilon is None:
             final_epsilon = epsilon_prv(self.plan, ledger.delta)
         try:
@@ -110,8 +128,8 @@ class EpsilonTracker:
         """Steps per planned mechanism after ``more_steps`` further steps at
         the current one; None once the ledger has left the plan."""
         spent: Dict = {}
-        for s in list(self.ledger.segments) + [
-                Segment(self.noise_multiplier, self.sample_rate, more_steps)]:
+        for s in self.ledger.accounted(
+                Segment(self.noise_multiplier, self.sample_rate, more_steps)):
             key = (s.noise_multiplier, s.sample_rate)
             spent[key] = spent.get(key, 0) + s.steps
         planned = {(s.noise_multiplier, s.sample_rate): s.steps
@@ -131,7 +149,6 @@ class EpsilonTracker:
         counts = self._counts(more_steps) if self._prv else None
         if counts is not None:
             return self._prv.upper(counts)
-        return epsilon_prv(
-            list(self.ledger.segments) +
-            [Segment(self.noise_multiplier, self.sample_rate, more_steps)],
+        return epsilon_prv(self.ledger.accounted(
+            Segment(self.noise_multiplier, self.sample_rate, more_steps)),
             self.ledger.delta)

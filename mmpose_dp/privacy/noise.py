@@ -34,6 +34,20 @@ class NoiseStream:
         self.fixed = seed is not None
         self._key = secret_seed() if seed is None else int(seed)
 
+    @classmethod
+    def restored(cls, key: int) -> 'NoiseStream':
+        """The stream of a secret key kept for a resume
+        (:class:`~mmpose_dp.privacy.secret_store.SecretStore`): still
+        secret, not a fixed test key."""
+        stream = cls(int(key))
+        stream.fixed = False
+        return stream
+
+    @property
+    def key(self) -> int:
+        """The key, for :class:`~.secret_store.SecretStore` only."""
+        return self._key
+
     def generator(self, device: torch.device, rank: int,
                   step: int) -> torch.Generator:
         generator = torch.Generator(device=device)

@@ -37,6 +37,7 @@ class PrivacyPlan:
     batch_norm: Optional[Dict] = None  #: what was done to BatchNorm
     trainable: Optional[Dict] = None  #: privacy.trainable's counts
     public_set: Optional[Dict] = None  #: id, images, records
+    mechanism: Optional[Dict] = None  #: its config; None: DP-SGD's
 
     def to_dict(self) -> Dict:
         return dict(dataclasses.asdict(self), version=self.VERSION)
@@ -74,3 +75,25 @@ class PrivacyPlan:
         """``privacy_unit``, ``protected``, ``public`` (statement_line)."""
         return dict(privacy_unit=self.privacy_unit, protected=self.protected,
                     public=self.public)
+
+    def check_continued_by(self, unit: str, batch_norm_mode: Optional[str],
+                           public_set_id: Optional[str]) -> None:
+        """A run resuming this plan's ledger keeps its meaning: the same
+        privacy unit, BatchNorm mode and public set."""
+        if self.unit != unit:
+            raise NotPrivateError(
+                f"the checkpoint's ledger counts privacy unit "
+                f'{self.unit!r}, this run {unit!r}; resume with '
+                f'privacy.unit={self.unit!r}')
+        if self.batch_norm_mode != batch_norm_mode:
+            raise NotPrivateError(
+                f'the resumed run converted BatchNorm with mode '
+                f'{self.batch_norm_mode!r}, this run with '
+                f'{batch_norm_mode!r}; set '
+                f'privacy.batch_norm.mode={self.batch_norm_mode!r}')
+        if self.public_set_id != public_set_id:
+            raise NotPrivateError(
+                f'the resumed run used public set {self.public_set_id}, this '
+                f'run {public_set_id}: records private so far would become '
+                'public (or the reverse). Resume with the same '
+                'privacy.public_data')

@@ -1,10 +1,9 @@
 """Privacy mechanisms, by name: what a step samples, what noise it adds, how
 its steps are accounted and how sigma is planned, one file a mechanism.
 
-Status: the mechanisms and their tests (tests/privacy/test_mechanisms.py)
-stand on their own; training does not use them yet. The sampler, the DP
-OptimWrapper and the ledger still run DP-SGD's rules directly (the same as
-``GaussianMechanism``), and ``privacy.mechanism`` is not a config key yet.
+``privacy.mechanism`` selects one (``'gaussian'``, DP-SGD, by default);
+the PrivacyHook hands it to the sampler (batches), the DP optim wrapper
+(noise) and the ledger (accounting, planning). See docs/mechanisms.md.
 """
 from typing import Dict, Type, Union
 

@@ -44,6 +44,10 @@ class BandedMF(Mechanism):
         self._noise = CorrelatedNoise(self.bands)
         self._groups_of = None  # (num_units, key) -> groups, cached
 
+    @property
+    def keeps_keys(self) -> bool:
+        return self.bands > 1
+
     def config(self):
         return dict(super().config(), bands=self.bands)
 
@@ -85,6 +89,13 @@ class BandedMF(Mechanism):
         if step != self._noise.step:  # resumed (or a step repeated)
             self._noise.replay(white_at, step)
         add_all(summed, self._noise.next(white_at(step)))
+
+    def whitened(self, noises):
+        """``z_t = sum_{j < b} c_j w_{t-j}``: the strategy applied to the
+        stream (``S w = z``)."""
+        c = self._noise.coefficients
+        return [sum(c[j] * noises[t - j] for j in range(min(len(c), t + 1)))
+                for t in range(len(noises))]
 
     # -- accounting -------------------------------------------------------
     def segments(self, steps: Sequence[Segment]) -> List[Segment]:

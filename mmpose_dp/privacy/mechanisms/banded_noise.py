@@ -47,9 +47,8 @@ class CorrelatedNoise:
     an update can subtract part of its noise), so never pickled. A resumed
     run regenerates them (:meth:`replay`) from the white draws of the steps
     already taken, which needs the *same* noise key as the interrupted run:
-    today's :class:`~mmpose_dp.privacy.NoiseStream` draws a new key in every
-    process, so training cannot resume a b > 1 stream until that key (and
-    the group permutation's) is kept as private state of the work dir.
+    :mod:`mmpose_dp.privacy.secret_store` keeps it (and the group
+    permutation's) outside anything a user shares.
     """
 
     def __init__(self, bands: int):

@@ -23,6 +23,13 @@ class Mechanism:
     name: ClassVar[str] = ''
     version: ClassVar[int] = 1
 
+    @property
+    def keeps_keys(self) -> bool:
+        """Whether a resume needs the run's secret keys (noise that depends
+        on earlier steps' noise, batches that depend on a secret grouping):
+        see :mod:`mmpose_dp.privacy.secret_store`."""
+        return False
+
     def config(self) -> Dict:
         """What the ledger records (and compares on resume)."""
         return dict(type=self.name, version=self.version)
@@ -51,6 +58,12 @@ class Mechanism:
         """Add step ``step``'s noise (standard deviation ``std`` = sigma C
         per coordinate of the white draw) to ``summed``, in place."""
         raise NotImplementedError
+
+    def whitened(self, noises: Sequence[torch.Tensor]) -> List[torch.Tensor]:
+        """The white draws behind the noise of steps ``0 .. T-1`` (each a
+        flat tensor): what must be i.i.d. N(0, (sigma C)^2) if the noise is
+        the mechanism's (a check on test runs; default: the noise itself)."""
+        return list(noises)
 
     # -- accounting -------------------------------------------------------
     def segments(self, steps: Sequence[Segment]) -> List[Segment]:
