@@ -12,8 +12,8 @@ are fixed.
 ``--self-check`` runs the check again under deliberately broken mechanisms
 (``mmpose_dp.engine.planted_bugs``: clipping off in each engine, a unit
 split across micro-batches, the noise divided by 16 processes, vmap
-training every sample on sample 0's targets) and reports whether each is
-caught (the check FAILs).
+training every sample on sample 0's targets, BandMF ignoring its groups or
+adding white noise) and reports whether each is caught (the check FAILs).
 
 Usage::
 
@@ -35,6 +35,13 @@ from mmpose_dp.engine.sensitivity_check import check_sensitivity
 
 #: Planted bugs that need a given engine; clipping-off runs per engine.
 NEEDS_ENGINE = {'vmap-targets-of-sample-0': 'vmap'}
+#: Planted bugs of a mechanism: their runs use it (and check the noise).
+NEEDS_MECHANISM = {
+    'banded-groups-ignored': dict(type='banded_mf', bands=2),
+    'banded-noise-white': dict(type='banded_mf', bands=2),
+}
+#: Planted bugs whose check needs the noise run.
+NEEDS_NOISE = {'noise-divided-by-processes', 'banded-noise-white'}
 ENGINES = ('fast', 'hooks', 'vmap')
 
 
@@ -50,13 +57,14 @@ def self_check(cfg: Config, work_dir: str, steps: int,
             run_options = dict(options)
             if engine:
                 run_options['privacy.engine'] = engine
+            if bug in NEEDS_MECHANISM:
+                run_options['privacy.mechanism'] = NEEDS_MECHANISM[bug]
             name = bug + (f'-{engine}' if engine else '')
             try:
                 with PLANTED[bug]():
                     report = check_sensitivity(
                         cfg, osp.join(work_dir, name), steps,
-                        noise=bug == 'noise-divided-by-processes',
-                        options=run_options, log=lambda line: None)
+                        noise=bug in NEEDS_NOISE, options=run_options, log=lambda line: None)
             except Exception as err:  # noqa: BLE001 (reported)
                 rows.append(dict(bug=name, caught=None,
                                  result=f'{type(err).__name__}: {err}'))

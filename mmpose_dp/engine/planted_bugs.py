@@ -16,6 +16,7 @@ import torch
 from ..datasets import PoissonBatchSampler
 from ..privacy import clipping
 from ..privacy.engines import verification
+from ..privacy.mechanisms import BandedMF, GaussianMechanism
 from . import loops
 from .mmengine_batch import MMEngineBatchLoss
 from .optim_wrapper import DPOptimWrapper
@@ -127,10 +128,33 @@ def sampling_without_replacement():
         yield
 
 
+@contextlib.contextmanager
+def banded_groups_ignored():
+    """BandMF draws every unit at its group rate b q, at every step (not
+    only the units of the step's group): a unit then joins steps closer
+    than b apart, and at b times DP-SGD's rate."""
+    def draw(self, rng, step, num_units, sample_rate, key):
+        return np.flatnonzero(rng.random(num_units) <
+                              self.unit_rate(sample_rate))
+
+    with _patched(BandedMF, 'draw', draw):
+        yield
+
+
+@contextlib.contextmanager
+def banded_noise_white():
+    """BandMF adds DP-SGD's white noise: scaled to one step, not the
+    correlated stream its accounting (rounds at the group rate) needs."""
+    with _patched(BandedMF, 'add_noise', GaussianMechanism.add_noise):
+        yield
+
+
 PLANTED = {
     'sampling-without-replacement': sampling_without_replacement,
     'clipping-off': clipping_off,
     'unit-split': unit_split,
     'noise-divided-by-processes': noise_divided_by_processes,
     'vmap-targets-of-sample-0': vmap_targets_of_sample_0,
+    'banded-groups-ignored': banded_groups_ignored,
+    'banded-noise-white': banded_noise_white,
 }

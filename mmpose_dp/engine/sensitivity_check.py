@@ -302,26 +302,41 @@ def _trace_failures(base: _CheckHook, others: List[_CheckHook],
 def _sampling_check(sampler, failures: List[str],
                     steps: int = SAMPLING_STEPS) -> Dict:
     """The production sampler's draws (its own code, the check's seed) over
-    ``steps`` steps: the number of units per step has the binomial mean
-    and variance of Poisson sampling at q, and every unit joins about q of
-    the steps."""
+    ``steps`` steps, against its mechanism's rule (DP-SGD: every unit at
+    rate q; BandMF: the units of step t's group at rate b q): only eligible
+    units are drawn, the number of units per step has the binomial mean and
+    variance of Poisson sampling at that rate, and every unit joins about
+    that rate of the steps it was eligible for."""
     n, q = sampler.num_private, sampler.sample_rate
-    counts, sizes = np.zeros(n), []
+    mechanism = sampler.mechanism
+    rate = mechanism.unit_rate(q)
+    counts, eligible, sizes, pools = np.zeros(n), np.zeros(n), [], []
     epoch = 0
     while len(sizes) < steps:
-        for drawn in sampler.global_draws(epoch):
-            counts[np.asarray(drawn, dtype=np.int64)] += 1
+        first = epoch * sampler.steps_per_epoch
+        for i, drawn in enumerate(sampler.global_draws(epoch, first)):
+            pool = mechanism.eligible(first + i, n, sampler.key)
+            drawn = np.asarray(drawn, dtype=np.int64)
+            if not np.isin(drawn, pool).all():
+                failures.append(f'step {first + i} drew a unit its mechanism '
+                                'does not let join it')
+            counts[drawn] += 1
+            eligible[pool] += 1
             sizes.append(len(drawn))
+            pools.append(len(pool))
         epoch += 1
     sizes = np.asarray(sizes[:steps], dtype=np.float64)
-    mean_z = (sizes.mean() - n * q) / (n * q * (1 - q) / len(sizes))**0.5
-    var_ratio = sizes.var(ddof=1) / (n * q * (1 - q))
-    var_error = (2 / (len(sizes) - 1))**0.5
-    total = epoch * sampler.steps_per_epoch
-    unit_z = np.abs(counts - total * q) / (total * q * (1 - q))**0.5
+    pools = np.asarray(pools[:steps], dtype=np.float64)
+    mean, var = (pools * rate).sum(), (pools * rate * (1 - rate)).sum()
+    mean_z = (sizes.sum() - mean) / var**0.5
+    var_ratio = (np.sum((sizes - pools * rate)**2) / len(sizes)) / (
+        var / len(sizes))
+    var_error = (2 / len(sizes))**0.5
+    unit_z = np.abs(counts - eligible * rate) / np.maximum(
+        eligible * rate * (1 - rate), 1e-12)**0.5
     if abs(mean_z) > NOISE_Z:
         failures.append(f'the sampler draws {sizes.mean():.3g} units per '
-                        f'step, Poisson sampling {n * q:.3g}')
+                        f'step, Poisson sampling {mean / len(sizes):.3g}')
     if abs(var_ratio - 1) > NOISE_Z * var_error:
         failures.append(f'the number of units per step has {var_ratio:.3g} '
                         'times the variance of Poisson sampling')
@@ -335,7 +350,11 @@ def _sampling_check(sampler, failures: List[str],
 
 
 def _noise_check(hook: _CheckHook, failures: List[str]) -> Dict:
-    noises = [flat(r.released) - flat(r.clipped) for r in hook.releases]
+    """Released minus clipped, whitened by the mechanism (DP-SGD: as it
+    is; BandMF: the strategy applied, ``S w``), is N(0, (sigma C)^2) per
+    coordinate and independent between steps."""
+    noises = hook.sampler.mechanism.whitened(
+        [flat(r.released) - flat(r.clipped) for r in hook.releases])
     std = hook.releases[0].noise_std
     stats = noise_statistics(torch.cat(noises), std)
     corr = correlation(noises[0], noises[1]) if len(noises) > 1 else 0.0

@@ -68,6 +68,16 @@ def test_the_noise_and_the_sampler_are_what_the_ledger_counts(crowd,
     assert abs(report['sampling']['variance_ratio'] - 1) < 0.2
 
 
+def test_banded_mf_has_sensitivity_c_and_its_own_noise_and_batches(
+        crowd, tmp_path):
+    report = _check(crowd, tmp_path, steps=4, noise=True, **BANDED)
+    assert report['passed'], report['failures']
+    assert report['worst_remove_ratio'] == pytest.approx(1.0, abs=1e-3)
+    # S w is white: its std is sigma C and its steps are independent.
+    assert report['noise']['std_ratio'] == pytest.approx(1.0, abs=0.01)
+    assert abs(report['sampling']['variance_ratio'] - 1) < 0.2
+
+
 @pytest.mark.parametrize('family,engine', [
     ('mspn', 'vmap'), ('rsn', 'auto'),
     pytest.param('mspn', 'auto', marks=pytest.mark.slow),
@@ -86,18 +96,24 @@ PLANTED_RUNS = [
     ('noise-divided-by-processes', 'auto', 'dp'),
     ('sampling-without-replacement', 'auto', 'dp'),
     ('vmap-targets-of-sample-0', 'vmap', 'mspn'),
+    ('banded-groups-ignored', 'auto', 'banded'),
+    ('banded-noise-white', 'auto', 'banded'),
 ]
+BANDED = {'privacy.mechanism': dict(type='banded_mf', bands=2)}
 
 
 @pytest.mark.parametrize('bug,engine,model', PLANTED_RUNS)
 def test_the_check_catches_each_planted_bug(crowd, tmp_path, bug, engine,
                                             model):
-    config = (METHODS[model] if model in METHODS else
+    config = (METHODS['dp'] if model == 'banded' else METHODS[model]
+              if model in METHODS else
               osp.join(SYNTHETIC, f'dp_tiny_{model}_synthetic.py'))
     with PLANTED[bug]():
         report = _check(crowd, tmp_path, config, steps=2,
-                        noise=bug == 'noise-divided-by-processes',
-                        **{'privacy.engine': engine})
+                        noise=bug in ('noise-divided-by-processes',
+                                      'banded-noise-white'),
+                        **{'privacy.engine': engine},
+                        **(BANDED if model == 'banded' else {}))
     assert not report['passed'], report
     assert set(PLANTED) == {b for b, _, _ in PLANTED_RUNS}
 
