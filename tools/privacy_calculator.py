@@ -85,12 +85,13 @@ def main(argv=None):
             plan_ = PrivacyPlan.from_dict(plan_)
             statement = dict(plan_.statement, unit=plan_.unit,
                              method=plan_.method)
-        ledger = PrivacyLedger(state['delta'])
-        ledger.load_state_dict(state)
-        segments, delta = ledger.segments, ledger.delta
-        sigma = segments[-1].noise_multiplier if segments else None
-        q = segments[-1].sample_rate if segments else None
+        ledger = PrivacyLedger.from_state_dict(state)
+        # What the accountant composes (BandMF: rounds at the group rate).
+        segments, delta = ledger.accounted(), ledger.delta
+        sigma = ledger.segments[-1].noise_multiplier if segments else None
+        q = ledger.segments[-1].sample_rate if segments else None
         steps = ledger.steps
+        statement['mechanism'] = repr(ledger.mechanism)
     else:
         q, steps, delta = plan(args)
         if args.target_epsilon is not None:
@@ -114,7 +115,9 @@ def main(argv=None):
               f'steps={steps} delta={delta:.3g}')
         print(f'epsilon={result["epsilon"]:.4f} (PRV upper bound)  '
               f'epsilon_rdp={result["epsilon_rdp"]:.4f} (RDP)')
-        if statement:
+        if 'mechanism' in statement:
+            print(f"mechanism: {statement['mechanism']}")
+        if 'method' in statement:
             print(f"method: {statement.get('method')}")
             print(f"privacy unit: {statement.get('privacy_unit')}")
             print(f"protected: {statement.get('protected')}")

@@ -257,8 +257,7 @@ class Study:
         state = load_checkpoint_file(ckpt, 'cpu').get('privacy_ledger')
         if state is None:
             return
-        ledger = PrivacyLedger(state['delta'])
-        ledger.load_state_dict(state)
+        ledger = PrivacyLedger.from_state_dict(state)
         seg = ledger.segments[-1]
         with open(osp.join(work, 'privacy.json'), 'w') as f:
             json.dump(dict(epsilon=ledger.epsilon(), delta=ledger.delta,

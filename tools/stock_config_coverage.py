@@ -194,6 +194,10 @@ def run_one(stock: str, data: str, out: str, python: str,
     with open(osp.join(work, 'train_output.log'), 'w') as f:
         f.write(log)
     row = dict(config=stock, name=name, seconds=round(time.time() - start))
+    if proc.returncode < 0:  # a signal: the OS killed it (memory, most often)
+        return dict(row, status='killed', reason=(
+            f'killed by signal {-proc.returncode} after {row["seconds"]} s '
+            '(SIGKILL: out of memory on this machine, most likely)'))
     if proc.returncode != 0:
         return dict(row, status='refused', reason=_error(log))
     test = subprocess.run([python, 'tools/test.py', config,

@@ -55,7 +55,7 @@ def resume_ledger(ledger: PrivacyLedger, checkpoint_state: Dict,
         state = read_journal(path)
         if state is None:
             continue
-        journal = PrivacyLedger(ledger.delta)
+        journal = PrivacyLedger(ledger.delta, ledger.mechanism)
         journal.load_state_dict(state)
         if journal.lineage == ledger.lineage and journal.steps > ledger.steps:
             ledger.load_state_dict(state)

@@ -1,6 +1,6 @@
 """DP OptimWrapper: clip per unit -> sum -> noise once -> / B -> step."""
 import contextlib
-from typing import Callable, Dict, List, NamedTuple, Optional, Sequence
+from typing import Callable, Dict, List, Optional, Sequence
 
 import torch
 from mmengine.dist import all_reduce, get_dist_info
@@ -13,27 +13,12 @@ from ..privacy import NoiseStream, NotPrivateError, PrivacyLedger
 from ..privacy.mechanisms import GaussianMechanism, Mechanism
 from ..privacy.engines import BatchLoss, ClippingEngine, build_engine
 from .mmengine_batch import MMEngineBatchLoss
+from .release import PrivacyBudgetExceeded, Release
+from .trainable_changes import trainable_change
 
 #: A post-processing stage: (wrapper, noisy averaged gradients) -> gradients.
 GradientStage = Callable[['DPOptimWrapper', List[torch.Tensor]],
                          List[torch.Tensor]]
-
-
-class Release(NamedTuple):
-    """What one DP step released, for a release observer (checks and
-    audits on test data: ``clipped`` is un-noised)."""
-    step: int  #: ledger index of the step (0 for the first)
-    clipped: List[torch.Tensor]  #: this process's clipped sum, pre-noise
-    released: List[torch.Tensor]  #: noisy sum over processes, pre-divisor
-    divisor: float  #: the expected batch size the sum is divided by
-    noise_std: float  #: sigma * C of the mechanism
-    sample_rate: float
-    units: int  #: privacy units in this process's micro-batches
-    micro_batches: int
-
-
-class PrivacyBudgetExceeded(RuntimeError):
-    """The next step would spend more than the configured epsilon."""
 
 
 @OPTIM_WRAPPERS.register_module()
@@ -205,16 +190,9 @@ class DPOptimWrapper(OptimWrapper):
         gradual unfreezing, rebuilds it at the start of a step (the new
         parameters are clipped and noised from then on, the engine is
         checked again); within a step it is refused."""
-        model = self.engine.model
-        now = [n for n, p in model.named_parameters() if p.requires_grad]
-        if now == self.engine.names:
+        change = trainable_change(self.engine)
+        if change is None:
             return
-        added = sorted(set(now) - set(self.engine.names))
-        removed = sorted(set(self.engine.names) - set(now))
-        change = (f'{len(added)} parameter(s) became trainable '
-                  f'{added[:5]}' + ('...' if len(added) > 5 else '') +
-                  f', {len(removed)} frozen {removed[:5]}' +
-                  ('...' if len(removed) > 5 else ''))
         if not at_step_start:
             raise NotPrivateError(
                 f'the trainable parameters changed within a DP step ({change})'
@@ -226,7 +204,7 @@ class DPOptimWrapper(OptimWrapper):
                   'and noised (and no other gets a gradient)',
                   logger='current', level=30)
         engine = self.engine
-        self.attach(model, engine.loss_reduction, engine.batch_loss)
+        self.attach(engine.model, engine.loss_reduction, engine.batch_loss)
         for stage in self.stages:
             if hasattr(stage, 'reset'):
                 stage.reset()

@@ -28,26 +28,20 @@ the secrets are fixed, so the check is for test data only.
 """
 import copy
 import os.path as osp
-import random
 from typing import Callable, Dict, List, Optional
 
-import numpy as np
-import torch
 from mmengine.config import Config
 from mmengine.hooks import Hook
 from mmengine.registry import RUNNERS
 
-from ..privacy.sensitivity import (correlation, flat, noise_statistics,
-                                   release_distance)
+from ..privacy.sensitivity import release_distance
+from .sensitivity_datasets import replace_records, seed_augmentations
+from .sensitivity_statistics import noise_check, sampling_check
 
 #: The check's fixed secrets (test data only).
 SAMPLER_SEED, NOISE_SEED, AUGMENTATION_SEED = 1234, 4321, 99
 #: Slack on the sensitivity bounds, relative to C (float32 round-off).
 TOLERANCE = 1e-3
-#: z-score bound of the noise and sampling statistics.
-NOISE_Z = 6.0
-#: Steps of the production sampler's draws that the sampling check counts.
-SAMPLING_STEPS = 2000
 
 
 def check_cfg(cfg: Config, work_dir: str, max_grad_norm: float,
@@ -77,66 +71,6 @@ def check_cfg(cfg: Config, work_dir: str, max_grad_norm: float,
     return cfg
 
 
-def _base_datasets(dataset) -> List:
-    inner = getattr(dataset, 'datasets', None)
-    if inner is not None:
-        return [d for ds in inner for d in _base_datasets(ds)]
-    inner = getattr(dataset, 'dataset', None)
-    return _base_datasets(inner) if inner is not None else [dataset]
-
-
-def _seed_augmentations(dataset) -> None:
-    """Every record's augmentations from its own seed."""
-    for base in _base_datasets(dataset):
-        prepare = base.prepare_data
-
-        def seeded(idx, prepare=prepare, base=base):
-            seed = AUGMENTATION_SEED * 1000003 + idx
-            random.seed(seed)
-            np.random.seed((AUGMENTATION_SEED, idx))
-            torch.manual_seed(seed)
-            for transform in getattr(base.pipeline, 'transforms', ()):
-                # albumentations keeps generators of its own per transform
-                # (MMPose's Albumentation: RTMPose, CSPNeXt); looked up at
-                # each call, as PipelineSwitchHook swaps the pipeline.
-                aug = getattr(transform, 'aug', None)
-                if hasattr(aug, 'set_random_seed'):
-                    aug.set_random_seed(seed)
-            return prepare(idx)
-
-        base.prepare_data = seeded
-
-
-def _box_centre(info: Dict):
-    """(1, 2) centre of a record's box: MPII records carry it, COCO records
-    a ``bbox`` (x1, y1, x2, y2) that a transform turns into one later."""
-    if 'bbox_center' in info:
-        return info['bbox_center']
-    box = info['bbox']
-    return (box[:, :2] + box[:, 2:]) / 2
-
-
-def _replace_records(dataset, infos: List[Dict]) -> None:
-    """The records ``infos`` (by image and annotation id) get other labels:
-    the joints in reverse order, pulled towards the box centre."""
-    from ..datasets import image_key
-    targets = {(image_key(i), i.get('id')) for i in infos}
-    for base in _base_datasets(dataset):
-        get = base.get_data_info
-
-        def replaced(idx, get=get):
-            info = get(idx)
-            if (image_key(info), info.get('id')) in targets:
-                info = copy.deepcopy(info)
-                centre = _box_centre(info)[:, None]
-                info['keypoints'] = centre + 0.5 * (
-                    info['keypoints'][:, ::-1] - centre)
-                info['keypoints_visible'] = info['keypoints_visible'][:, ::-1]
-            return info
-
-        base.get_data_info = replaced
-
-
 class _CheckHook(Hook):
     """Records (or replays) the state before every step, the draws and the
     releases; stops after ``steps`` steps."""
@@ -158,9 +92,9 @@ class _CheckHook(Hook):
     def before_train(self, runner) -> None:
         sampler = runner.train_dataloader.batch_sampler
         dataset = runner.train_dataloader.dataset
-        _seed_augmentations(dataset)
+        seed_augmentations(dataset, AUGMENTATION_SEED)
         if self.replace_unit is not None:
-            _replace_records(dataset, [
+            replace_records(dataset, [
                 dataset.get_data_info(int(i))
                 for i in sampler.units[self.replace_unit]])
         records = sampler.records
@@ -267,9 +201,9 @@ def check_sensitivity(cfg: Config, work_dir: str, steps: int = 3,
         steps_with_unit=int(sum(present)),
         worst_remove_ratio=max(remove), worst_replace_ratio=max(replace),
         remove_ratios=remove, replace_ratios=replace)
-    report['sampling'] = _sampling_check(base.sampler, failures)
+    report['sampling'] = sampling_check(base.sampler, failures)
     if noise:
-        report['noise'] = _noise_check(run('D_noise', sigma=1.0), failures)
+        report['noise'] = noise_check(run('D_noise', sigma=1.0), failures)
     report.update(passed=not failures, failures=failures)
     log(summary_line(report))
     return report
@@ -297,77 +231,6 @@ def _trace_failures(base: _CheckHook, others: List[_CheckHook],
             out.append(f"engine {hook.plan['engine']} instead of "
                        f"{base.plan['engine']}")
     return out
-
-
-def _sampling_check(sampler, failures: List[str],
-                    steps: int = SAMPLING_STEPS) -> Dict:
-    """The production sampler's draws (its own code, the check's seed) over
-    ``steps`` steps, against its mechanism's rule (DP-SGD: every unit at
-    rate q; BandMF: the units of step t's group at rate b q): only eligible
-    units are drawn, the number of units per step has the binomial mean and
-    variance of Poisson sampling at that rate, and every unit joins about
-    that rate of the steps it was eligible for."""
-    n, q = sampler.num_private, sampler.sample_rate
-    mechanism = sampler.mechanism
-    rate = mechanism.unit_rate(q)
-    counts, eligible, sizes, pools = np.zeros(n), np.zeros(n), [], []
-    epoch = 0
-    while len(sizes) < steps:
-        first = epoch * sampler.steps_per_epoch
-        for i, drawn in enumerate(sampler.global_draws(epoch, first)):
-            pool = mechanism.eligible(first + i, n, sampler.key)
-            drawn = np.asarray(drawn, dtype=np.int64)
-            if not np.isin(drawn, pool).all():
-                failures.append(f'step {first + i} drew a unit its mechanism '
-                                'does not let join it')
-            counts[drawn] += 1
-            eligible[pool] += 1
-            sizes.append(len(drawn))
-            pools.append(len(pool))
-        epoch += 1
-    sizes = np.asarray(sizes[:steps], dtype=np.float64)
-    pools = np.asarray(pools[:steps], dtype=np.float64)
-    mean, var = (pools * rate).sum(), (pools * rate * (1 - rate)).sum()
-    mean_z = (sizes.sum() - mean) / var**0.5
-    var_ratio = (np.sum((sizes - pools * rate)**2) / len(sizes)) / (
-        var / len(sizes))
-    var_error = (2 / len(sizes))**0.5
-    unit_z = np.abs(counts - eligible * rate) / np.maximum(
-        eligible * rate * (1 - rate), 1e-12)**0.5
-    if abs(mean_z) > NOISE_Z:
-        failures.append(f'the sampler draws {sizes.mean():.3g} units per '
-                        f'step, Poisson sampling {mean / len(sizes):.3g}')
-    if abs(var_ratio - 1) > NOISE_Z * var_error:
-        failures.append(f'the number of units per step has {var_ratio:.3g} '
-                        'times the variance of Poisson sampling')
-    # A unit's count is one of n: the bound grows with sqrt(2 log n).
-    if unit_z.max() > NOISE_Z + (2 * np.log(max(n, 2)))**0.5:
-        failures.append('a unit joins far more or fewer steps than q of '
-                        'them (units are not sampled alike)')
-    return dict(steps=len(sizes), mean_z=float(mean_z),
-                variance_ratio=float(var_ratio),
-                worst_unit_z=float(unit_z.max()))
-
-
-def _noise_check(hook: _CheckHook, failures: List[str]) -> Dict:
-    """Released minus clipped, whitened by the mechanism (DP-SGD: as it
-    is; BandMF: the strategy applied, ``S w``), is N(0, (sigma C)^2) per
-    coordinate and independent between steps."""
-    noises = hook.sampler.mechanism.whitened(
-        [flat(r.released) - flat(r.clipped) for r in hook.releases])
-    std = hook.releases[0].noise_std
-    stats = noise_statistics(torch.cat(noises), std)
-    corr = correlation(noises[0], noises[1]) if len(noises) > 1 else 0.0
-    n = noises[0].numel()
-    if abs(stats['std_ratio'] - 1) > NOISE_Z * stats['std_ratio_error']:
-        failures.append(f"the noise has std {stats['std_ratio']:.4g} sigma C "
-                        '(1 expected)')
-    if abs(stats['mean_z']) > NOISE_Z:
-        failures.append(f"the noise has mean {stats['mean_z']:.3g} standard "
-                        'errors (0 expected)')
-    if abs(corr) > NOISE_Z / n**0.5:
-        failures.append(f'the noise of two steps correlates ({corr:.3g})')
-    return dict(stats, step_correlation=corr)
 
 
 def summary_line(report: Dict) -> str:

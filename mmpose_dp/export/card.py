@@ -26,8 +26,7 @@ def _version(name: str) -> str:
 
 def privacy_card(ledger_state: Dict, plan: PrivacyPlan, source: str) -> Dict:
     """The card of a model trained with ``ledger_state`` and ``plan``."""
-    ledger = PrivacyLedger(ledger_state['delta'])
-    ledger.load_state_dict(ledger_state)
+    ledger = PrivacyLedger.from_state_dict(ledger_state)
     segments = [dict(noise_multiplier=s.noise_multiplier,
                      sample_rate=s.sample_rate, steps=s.steps)
                 for s in ledger.segments]
@@ -46,6 +45,8 @@ def privacy_card(ledger_state: Dict, plan: PrivacyPlan, source: str) -> Dict:
         noise_multiplier=last.noise_multiplier if last else None,
         sample_rate=last.sample_rate if last else None,
         steps=ledger.steps, segments=segments,
+        mechanism=ledger.mechanism.config(),
+        accounted=[list(seg) for seg in ledger.accounted()],
         max_grad_norm=plan.max_grad_norm,
         method=plan.method, protected=plan.protected,
         public=plan.public, labels_public=plan.labels_public,

@@ -104,12 +104,21 @@ def plan_noise(target_epsilon: Optional[float],
         and (resumed.target_epsilon, resumed.delta, resumed.sample_rate,
              resumed.total_steps) == (target_epsilon, delta, sample_rate,
                                       total))
+    # A mechanism with one sigma per run (BandMF) keeps the resumed sigma
+    # when the budget and q are the same, even if the resumed run now plans
+    # more steps (the budget stop bounds them).
+    keep_sigma = resumed is not None and mechanism.one_noise_multiplier and (
+        resumed.sigma_source == CALIBRATED
+        and (resumed.target_epsilon, resumed.delta, resumed.sample_rate) ==
+        (target_epsilon, delta, sample_rate))
     if noise_multiplier is not None:
         sigma, source, note = float(noise_multiplier), FROM_CONFIG, \
             'from the config'
-    elif same_plan:
+    elif same_plan or keep_sigma:
         sigma, source = float(resumed.noise_multiplier), CALIBRATED
-        note = 'calibrated (PRV) for the same plan before resuming'
+        note = ('calibrated (PRV) for the same plan before resuming'
+                if same_plan else 'calibrated (PRV) before resuming, kept: '
+                f'{mechanism!r} uses one sigma per run')
     else:
         sigma = mechanism.plan_noise_multiplier(target_epsilon, delta,
                                                 sample_rate, remaining, prior)

@@ -52,6 +52,18 @@ class PrivacyLedger:
         if self.on_step is not None:
             self.on_step(self.state_dict())
 
+    @classmethod
+    def from_state_dict(cls, state: Dict) -> 'PrivacyLedger':
+        """The ledger a checkpoint (or journal) holds, with the mechanism
+        its state names (DP-SGD's for ledgers written before mechanisms
+        were named)."""
+        from .mechanisms import build_mechanism
+        config = dict(state.get('privacy_mechanism') or {})
+        config.pop('version', None)
+        ledger = cls(state['delta'], build_mechanism(config or None))
+        ledger.load_state_dict(state)
+        return ledger
+
     def accounted(self, more: Optional[Segment] = None) -> List[Segment]:
         """What the accountant composes: the mechanism's segments of the
         steps taken (and ``more``)."""

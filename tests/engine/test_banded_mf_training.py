@@ -212,3 +212,26 @@ def test_dp_sgd_keeps_no_key(tmp_path):
         tmp_path, resumed=False, mechanism=GaussianMechanism())
     keep_secret_keys(runner, session, ow, sampler, str(tmp_path / 's'))
     assert not (tmp_path / 's').exists()
+
+
+def test_a_banded_resume_with_more_steps_keeps_its_sigma():
+    # A crash after 6 of 10 planned steps; the rerun of the epoch would take
+    # 8 more: DP-SGD recalibrates the rest, BandMF keeps its one sigma and
+    # the budget bounds the steps to what the plan allowed.
+    from mmpose_dp.privacy.plan import PrivacyPlan
+    from mmpose_dp.privacy.accounting import Segment
+    q, target, mechanism = 0.05, 2.0, BandedMF(2)
+    first = plan_noise(target, None, DELTA, q, 10, mechanism=mechanism)
+    resumed = PrivacyPlan(
+        unit='image', n_private=100, private_data=None, target_epsilon=target,
+        delta=DELTA, sample_rate=q, total_steps=10,
+        noise_multiplier=first.noise_multiplier, sigma_source='calibrated',
+        max_grad_norm=1.0, method='BandedMF(bands=2)', labels_public=False,
+        privacy_unit='', protected='', public='')
+    prior = [Segment(first.noise_multiplier, q, 6)]
+    again = plan_noise(target, None, DELTA, q, 8, prior, resumed, mechanism)
+    assert again.noise_multiplier == first.noise_multiplier
+    assert 'one sigma per run' in again.note
+    assert 6 < again.allowed_steps <= 10 + 1
+    dp_sgd = plan_noise(target, None, DELTA, q, 8, prior, resumed)
+    assert dp_sgd.noise_multiplier != first.noise_multiplier

@@ -48,6 +48,10 @@ class BandedMF(Mechanism):
     def keeps_keys(self) -> bool:
         return self.bands > 1
 
+    @property
+    def one_noise_multiplier(self) -> bool:
+        return self.bands > 1
+
     def config(self):
         return dict(super().config(), bands=self.bands)
 

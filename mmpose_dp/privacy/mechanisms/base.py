@@ -30,6 +30,13 @@ class Mechanism:
         see :mod:`mmpose_dp.privacy.secret_store`."""
         return False
 
+    @property
+    def one_noise_multiplier(self) -> bool:
+        """Whether all steps of a run must share one sigma (a resume with
+        more steps than planned then keeps it, and the budget stop bounds
+        the steps, instead of calibrating the rest anew)."""
+        return False
+
     def config(self) -> Dict:
         """What the ledger records (and compares on resume)."""
         return dict(type=self.name, version=self.version)
