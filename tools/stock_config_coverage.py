@@ -143,13 +143,20 @@ EXTRA = {
 
 def write_extra_config(stock: str, data: str, path: str) -> None:
     """A COCO config with MPII data: the dataset, 16 keypoints, PCKh."""
+    from mmengine.config import Config
     write_config(stock, data, path)
     root = data.rstrip('/') + '/'
+    # A CombinedDataset (COCO + AI Challenger) becomes the MPII set alone,
+    # with the stock training pipeline.
+    train = Config.fromfile(osp.join(mmpose_config_dir(), stock))
+    combined = train.train_dataloader.dataset.get('type') != 'CocoDataset'
+    replace = ("_delete_=True, pipeline={{_base_.train_pipeline}}, "
+               if combined else '')
     with open(path, 'a') as f:
         f.write(f"""
 model = dict(backbone=dict(init_cfg=None), head=dict(out_channels=16))
 train_dataloader = dict(batch_size=2, num_workers=0, persistent_workers=False,
-                        dataset=dict(
+                        dataset=dict({replace}
     type='MpiiDataset', data_root='{root}',
     ann_file='annotations/mpii_train.json', data_prefix=dict(img='images/')))
 val_dataloader = dict(batch_size=2, num_workers=0, persistent_workers=False,
