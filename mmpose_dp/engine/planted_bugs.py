@@ -117,7 +117,7 @@ def vmap_targets_of_sample_0():
 def sampling_without_replacement():
     """Shuffled epochs cut into batches of exactly the expected size (what
     a DataLoader does): not Poisson sampling, no amplification at q."""
-    def draws(self, epoch):
+    def draws(self, epoch, first_step=None):
         order = np.random.default_rng([self._seed, epoch]).permutation(
             self.num_private)
         size = int(round(self.expected_batch_size))
