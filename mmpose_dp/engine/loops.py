@@ -57,7 +57,7 @@ class DPEpochBasedTrainLoop(EpochBasedTrainLoop):
     clips and accumulates one contribution per unit; then the optim
     wrapper's ``private_step`` adds the noise once and updates. An empty
     batch still takes its noise-only step. ``stop_training`` (set by
-    :class:`PrivacyHook` at the budget) ends the run before the next step.
+    :class:`BudgetStopHook` at the budget) ends the run before the next step.
 
     Args:
         max_physical_batch_size: micro-batch size (None: no split).
@@ -65,7 +65,7 @@ class DPEpochBasedTrainLoop(EpochBasedTrainLoop):
             (un-noised) to the hooks, i.e. to the text/JSON log and the
             visualiser backends. Off by default: they are statistics of
             private data outside the guarantee. Checkpoints never hold them
-            (:class:`PrivacyHook` removes them).
+            (:class:`PrivacyCheckpointHook` removes them).
     """
 
     def __init__(self,

@@ -152,8 +152,8 @@ class DPOptimWrapper(OptimWrapper):
     def params(self) -> List[nn.Parameter]:
         if self.engine is None:
             raise RuntimeError(
-                'DPOptimWrapper is not attached to a model; add '
-                "dict(type='PrivacyHook') to custom_hooks")
+                'DPOptimWrapper is not attached to a model; build the '
+                "run with runner_type='DPRunner', which adds the privacy hooks")
         return self.engine.params
 
     # -- per micro-batch ---------------------------------------------------
@@ -166,8 +166,8 @@ class DPOptimWrapper(OptimWrapper):
         Returns the (un-noised) loss, for an opted-in log only."""
         if self.engine is None:
             raise RuntimeError(
-                'DPOptimWrapper is not attached to a model; add '
-                "dict(type='PrivacyHook') to custom_hooks")
+                'DPOptimWrapper is not attached to a model; build the '
+                "run with runner_type='DPRunner', which adds the privacy hooks")
         self._check_trainable(at_step_start=self._clipped_sum is None)
         batch = self.engine.batch_loss.prepare(model, data_batch)
         if self.engine.batch_loss.num_samples(batch) != len(units):
@@ -252,8 +252,8 @@ class DPOptimWrapper(OptimWrapper):
         with the noise drawn once per step over all processes."""
         if self.noise_multiplier is None or self.ledger is None:
             raise RuntimeError(
-                'DPOptimWrapper has no noise multiplier yet; add '
-                "dict(type='PrivacyHook') to custom_hooks")
+                'DPOptimWrapper has no noise multiplier yet; build the '
+                "run with runner_type='DPRunner', which adds the privacy hooks")
         if self._clipped_sum is None:  # empty batch on this process
             self._check_trainable(at_step_start=True)
             summed = [torch.zeros_like(p) for p in self.params]

@@ -53,9 +53,18 @@ class PrivacySession:
                 and self.ledger.steps >= self.allowed_steps)
 
 
-#: The hooks a DP run needs, by type name (DPRunner adds them all).
-PRIVACY_HOOKS = ('PrivacyHook', 'PrivacyCheckpointHook', 'BudgetStopHook',
-                 'PrivacyLoggerHook', 'BufferGuardHook')
+#: The hooks a DP run needs, by type name, and the ``privacy`` keys each
+#: takes (DPRunner adds them all).
+HOOKS_KEYS = {
+    'PrivacyHook': ('target_epsilon', 'noise_multiplier', 'delta',
+                    'loss_reduction', 'projection', 'public_data',
+                    'public_features', 'mechanism', 'secret_dir'),
+    'PrivacyCheckpointHook': ('disjoint_from_loaded_checkpoint', ),
+    'BudgetStopHook': (),
+    'PrivacyLoggerHook': ('interval', ),
+    'BufferGuardHook': (),
+}
+PRIVACY_HOOKS = tuple(HOOKS_KEYS)
 
 
 def find_session(runner) -> PrivacySession:

@@ -19,18 +19,9 @@ from mmengine.visualization import Visualizer
 from ..datasets import check_unit
 from .atomic_checkpoints import ATOMIC_BACKEND
 from .model_preparation import prepare_private_model
+from .privacy_session import HOOKS_KEYS
 
 #: privacy keys -> the component that takes them.
-#: Each privacy hook and the privacy keys it takes (DPRunner adds them all).
-HOOKS_KEYS = {
-    'PrivacyHook': ('target_epsilon', 'noise_multiplier', 'delta',
-                    'loss_reduction', 'projection', 'public_data',
-                    'public_features', 'mechanism', 'secret_dir'),
-    'PrivacyCheckpointHook': ('disjoint_from_loaded_checkpoint', ),
-    'BudgetStopHook': (),
-    'PrivacyLoggerHook': ('interval', ),
-    'BufferGuardHook': (),
-}
 HOOK_KEYS = sum(HOOKS_KEYS.values(), ())
 OPTIM_KEYS = ('max_grad_norm', 'noise_seed', 'engine')
 LOOP_KEYS = ('max_physical_batch_size', 'log_private_metrics')

@@ -22,6 +22,7 @@ from typing import Dict, List, Optional, Set
 
 from mmengine.config import Config, ConfigDict
 
+from ..engine.privacy_session import PRIVACY_HOOKS
 from ..privacy.plan import PrivacyPlan
 
 #: MMCV/MMPose norm types that a private run turns into GroupNorm.
@@ -29,8 +30,7 @@ BATCH_NORM_TYPES = {'BN', 'BN1d', 'BN2d', 'BN3d', 'SyncBN', 'MMSyncBN'}
 #: Model types that exist only in mmpose_dp (model modules, no privacy).
 PROJECT_MODEL_TYPES = {'GNHeatmapHead', 'GNSimCCHead', 'UpsampleSimCCHead',
                        'GroupNormTopdownPoseEstimator'}
-DP_HOOKS = {'PrivacyHook', 'PrivacyCheckpointHook', 'BudgetStopHook',
-            'PrivacyLoggerHook', 'BufferGuardHook'}
+DP_HOOKS = set(PRIVACY_HOOKS)
 DP_LOOP_KEYS = ('max_physical_batch_size', 'log_private_metrics')
 DP_OPTIM_KEYS = ('max_grad_norm', 'noise_seed', 'engine')
 
