@@ -263,7 +263,10 @@ class Study:
             json.dump(dict(epsilon=ledger.epsilon(), delta=ledger.delta,
                            noise_multiplier=seg.noise_multiplier,
                            sample_rate=seg.sample_rate,
-                           steps=ledger.steps), f)
+                           steps=ledger.steps,
+                           mechanism=ledger.mechanism.config(),
+                           accounted=[list(s) for s in ledger.accounted()]),
+                      f)
 
     # -- the whole study -----------------------------------------------------
     def __call__(self) -> List[Dict]:
