@@ -63,7 +63,11 @@ class CanaryHook(Hook):
         self.canaries = GradientCanaries(
             ow.params, self.num_canaries, ow.sample_rate, ow.max_grad_norm,
             self.seed, clip=self.mechanism != 'canaries-unclipped')
-        ow.canaries = self.canaries
+        # Canaries join the clipped sum before the noise and are scored on
+        # what the step releases (one process: the audit runs alone).
+        ow.pre_noise_contributors.append(self.canaries.add)
+        ow.release_observers.append(
+            lambda release: self.canaries.observe(release.released))
         add_noise = ow.add_noise
         if self.mechanism == 'no-noise':
             ow.add_noise = lambda summed: None

@@ -4,17 +4,20 @@ from typing import Callable, Dict, List, Optional, Sequence
 
 import torch
 from mmengine.dist import all_reduce, get_dist_info
-from mmengine.logging import print_log
 from mmengine.optim import OptimWrapper
 from mmengine.registry import OPTIM_WRAPPERS
 from torch import nn
 
-from ..privacy import NoiseStream, NotPrivateError, PrivacyLedger
+from ..privacy import NoiseStream, PrivacyLedger
 from ..privacy.mechanisms import GaussianMechanism, Mechanism
 from ..privacy.engines import BatchLoss, ClippingEngine, build_engine
 from .mmengine_batch import MMEngineBatchLoss
 from .release import PrivacyBudgetExceeded, Release
-from .trainable_changes import trainable_change
+from .trainable_changes import follow_trainable_changes
+from .wrapper_settings import check_optimized, check_settings, warn_if_fixed
+
+NOT_ATTACHED = ('DPOptimWrapper is not attached to a model; build the run '
+                "with runner_type='DPRunner', which adds the privacy hooks")
 
 #: A post-processing stage: (wrapper, noisy averaged gradients) -> gradients.
 GradientStage = Callable[['DPOptimWrapper', List[torch.Tensor]],
@@ -55,30 +58,14 @@ class DPOptimWrapper(OptimWrapper):
                  engine: str = 'auto',
                  accumulative_counts: int = 1,
                  clip_grad: Optional[dict] = None) -> None:
-        if accumulative_counts != 1:
-            raise ValueError(
-                'optim_wrapper.accumulative_counts is not supported with DP; '
-                'set privacy.max_physical_batch_size to split a logical '
-                'batch into micro-batches instead')
+        check_settings(max_grad_norm, accumulative_counts, clip_grad)
         # MMEngine's clip_grad (stock configs such as ViTPose's) is applied
         # to the noisy update, after the stages: post-processing, no
         # privacy. The guarantee comes from privacy.max_grad_norm.
         super().__init__(optimizer, clip_grad=clip_grad)
-        if clip_grad:
-            print_log(
-                f'[privacy] optim_wrapper.clip_grad={dict(clip_grad)} clips '
-                'the noisy update (post-processing); per-sample clipping is '
-                f'privacy.max_grad_norm={max_grad_norm}', logger='current')
-        if max_grad_norm <= 0:
-            raise ValueError(
-                f'privacy.max_grad_norm must be > 0, got {max_grad_norm}')
         self.max_grad_norm = float(max_grad_norm)
         self.noise = NoiseStream(noise_seed)
-        if self.noise.fixed:
-            print_log(
-                '[privacy] privacy.noise_seed is fixed: whoever knows it can '
-                'subtract the noise, which VOIDS the guarantee. Use it for '
-                'tests and debugging only', logger='current', level=30)
+        warn_if_fixed(self.noise)
         self.noise_multiplier: Optional[float] = None
         self.sample_rate: Optional[float] = None
         self.expected_batch_size: Optional[float] = None
@@ -89,9 +76,11 @@ class DPOptimWrapper(OptimWrapper):
         self.mechanism: Mechanism = GaussianMechanism()
         self.engine_name = engine
         self.engine: Optional[ClippingEngine] = None
-        #: Audit canaries (GradientCanaries), set by tools/audit_privacy.py:
-        #: added to the clipped sum before the noise, scored on the release.
-        self.canaries = None
+        #: Called on process 0 with the step's clipped sum just before the
+        #: noise, to add to it in place (the audit's canaries); empty in
+        #: training.
+        self.pre_noise_contributors: List[Callable[[List[torch.Tensor]],
+                                                   None]] = []
         self.stages: List[GradientStage] = []
         #: Called with a :class:`Release` after every step's noise and
         #: reduction (tools/check_sensitivity.py); empty in training.
@@ -109,14 +98,7 @@ class DPOptimWrapper(OptimWrapper):
         self.engine = build_engine(self.engine_name, model,
                                    batch_loss or MMEngineBatchLoss(),
                                    loss_reduction)
-        optimized = {id(p) for g in self.optimizer.param_groups
-                     for p in g['params']}
-        missing = [p for p in self.engine.params if id(p) not in optimized]
-        if missing:
-            raise ValueError(
-                f'{len(missing)} trainable parameters are not in the '
-                'optimizer; freeze them (requires_grad=False) so that they '
-                'are excluded from clipping and noise')
+        check_optimized(self.engine.params, self.optimizer)
 
     def configure(self, noise_multiplier: float, sample_rate: float,
                   expected_batch_size: float, ledger: PrivacyLedger,
@@ -151,9 +133,7 @@ class DPOptimWrapper(OptimWrapper):
     @property
     def params(self) -> List[nn.Parameter]:
         if self.engine is None:
-            raise RuntimeError(
-                'DPOptimWrapper is not attached to a model; build the '
-                "run with runner_type='DPRunner', which adds the privacy hooks")
+            raise RuntimeError(NOT_ATTACHED)
         return self.engine.params
 
     # -- per micro-batch ---------------------------------------------------
@@ -165,9 +145,7 @@ class DPOptimWrapper(OptimWrapper):
         gradient all-reduce is off: only clipped sums are ever reduced.
         Returns the (un-noised) loss, for an opted-in log only."""
         if self.engine is None:
-            raise RuntimeError(
-                'DPOptimWrapper is not attached to a model; build the '
-                "run with runner_type='DPRunner', which adds the privacy hooks")
+            raise RuntimeError(NOT_ATTACHED)
         self._check_trainable(at_step_start=self._clipped_sum is None)
         batch = self.engine.batch_loss.prepare(model, data_batch)
         if self.engine.batch_loss.num_samples(batch) != len(units):
@@ -184,38 +162,14 @@ class DPOptimWrapper(OptimWrapper):
         return dict(loss=loss)
 
     def _check_trainable(self, at_step_start: bool) -> None:
-        """The optimizer only ever applies the engine's gradients, so the
-        engine must know every trainable parameter: a parameter unfrozen
-        (or frozen) since the engine was built, e.g. by a hook doing
-        gradual unfreezing, rebuilds it at the start of a step (the new
-        parameters are clipped and noised from then on, the engine is
-        checked again); within a step it is refused."""
-        change = trainable_change(self.engine)
-        if change is None:
-            return
-        if not at_step_start:
-            raise NotPrivateError(
-                f'the trainable parameters changed within a DP step ({change})'
-                ': their gradients would not be clipped and noised with the '
-                "step's. Change requires_grad only between steps (e.g. in "
-                'before_train_epoch or before_train_iter)')
-        print_log(f'[privacy] {change}: the clipping engine is rebuilt, so '
-                  'from this step on every trainable parameter is clipped '
-                  'and noised (and no other gets a gradient)',
-                  logger='current', level=30)
-        engine = self.engine
-        self.attach(engine.model, engine.loss_reduction, engine.batch_loss)
-        for stage in self.stages:
-            if hasattr(stage, 'reset'):
-                stage.reset()
+        follow_trainable_changes(self, at_step_start)
 
     def accumulate(self, summed: List[torch.Tensor]) -> None:
         """Add a micro-batch's clipped sum to the step's."""
         if self._clipped_sum is None:
             self._clipped_sum = summed
         else:
-            for acc, s in zip(self._clipped_sum, summed):
-                acc.add_(s)
+            torch._foreach_add_(self._clipped_sum, list(summed))
 
     def update_params(self, loss: torch.Tensor, step_kwargs=None,
                       zero_kwargs=None) -> None:
@@ -244,8 +198,8 @@ class DPOptimWrapper(OptimWrapper):
 
     def scale(self, summed: List[torch.Tensor]) -> None:
         """Divide by the *expected* batch size, a public constant."""
-        for t in summed:
-            t.div_(self.expected_batch_size)
+        if summed:
+            torch._foreach_div_(list(summed), float(self.expected_batch_size))
 
     def noisy_gradient(self) -> List[torch.Tensor]:
         """(sum of clipped per-unit gradients + N(0, (sigma C)^2 I)) / B,
@@ -261,20 +215,13 @@ class DPOptimWrapper(OptimWrapper):
             summed = self._clipped_sum
         clipped = ([t.detach().clone() for t in summed]
                    if self.release_observers else [])
-        audit = self.canaries is not None and get_dist_info()[0] == 0
-        if audit:  # tools/audit_privacy.py only
-            self.canaries.add(summed)
+        if get_dist_info()[0] == 0:
+            for contribute in self.pre_noise_contributors:
+                contribute(summed)
         self.add_noise(summed)
         self.reduce(summed)
-        if audit:
-            self.canaries.observe(summed)
         if self.release_observers:
-            release = Release(
-                self.ledger.steps, clipped, [t.detach().clone()
-                                             for t in summed],
-                self.expected_batch_size,
-                self.noise_multiplier * self.max_grad_norm, self.sample_rate,
-                self._step_units, self._step_micro_batches)
+            release = Release.of(self, clipped, summed)
             for observer in self.release_observers:
                 observer(release)
         self.scale(summed)

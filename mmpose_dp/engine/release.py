@@ -16,6 +16,17 @@ class Release(NamedTuple):
     units: int  #: privacy units in this process's micro-batches
     micro_batches: int
 
+    @classmethod
+    def of(cls, wrapper, clipped: List[torch.Tensor],
+           released: List[torch.Tensor]) -> 'Release':
+        """The release of a :class:`DPOptimWrapper`'s current step."""
+        return cls(wrapper.ledger.steps, clipped,
+                   [t.detach().clone() for t in released],
+                   wrapper.expected_batch_size,
+                   wrapper.noise_multiplier * wrapper.max_grad_norm,
+                   wrapper.sample_rate, wrapper._step_units,
+                   wrapper._step_micro_batches)
+
 
 class PrivacyBudgetExceeded(RuntimeError):
     """The next step would spend more than the configured epsilon."""

@@ -1,6 +1,7 @@
 """DP math in plain torch and prv-accountant; no MMEngine import here."""
-from .accounting import (calibrate_noise_multiplier, epsilon_prv, epsilon_rdp,
-                         merge_segments, PRVEpsilon, Segment)
+from .accounting import (epsilon_prv, epsilon_rdp, merge_segments, PRVEpsilon,
+                         Segment)
+from .calibration import calibrate_noise_multiplier
 from .budget import NoisePlan, plan_noise, steps_within_budget
 from .clipping import (clip_and_sum, clip_factors, clipped_sum,
                        per_sample_norms, sum_per_unit)

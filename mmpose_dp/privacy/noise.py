@@ -1,5 +1,5 @@
 """Gaussian noise for the sum of clipped per-sample gradients."""
-from typing import Optional, Sequence
+from typing import List, Optional, Sequence
 
 import torch
 
@@ -62,12 +62,34 @@ class NoiseStream:
                         'pickled (checkpoints must not contain it)')
 
 
+def white_noise(tensors: Sequence[torch.Tensor], std: float,
+                generator: torch.Generator) -> List[torch.Tensor]:
+    """N(0, std^2) shaped as ``tensors``: one generator call per run of
+    tensors that share a device and dtype (normally one call a step), cut
+    into views in the tensors' order."""
+    noise: List[torch.Tensor] = []
+    start = 0
+    while start < len(tensors):
+        first = tensors[start]
+        end = start
+        while end < len(tensors) and (tensors[end].device, tensors[end].dtype
+                                      ) == (first.device, first.dtype):
+            end += 1
+        group = tensors[start:end]
+        flat = torch.normal(0.0, std, size=(sum(t.numel() for t in group),),
+                            generator=generator, device=first.device,
+                            dtype=first.dtype)
+        noise += [piece.view(t.shape) for piece, t in zip(
+            flat.split([t.numel() for t in group]), group)]
+        start = end
+    return noise
+
+
 def add_gaussian_noise(tensors: Sequence[torch.Tensor], std: float,
                        generator: torch.Generator) -> None:
-    """Add ``N(0, std^2)`` independently to every coordinate, in place."""
-    if std == 0:
+    """Add ``N(0, std^2)`` independently to every coordinate, in place
+    (the draws of :func:`white_noise`, added with one foreach call)."""
+    if std == 0 or not tensors:
         return
-    for t in tensors:
-        t.add_(torch.normal(
-            0.0, std, size=t.shape, generator=generator, device=t.device,
-            dtype=t.dtype))
+    tensors = list(tensors)
+    torch._foreach_add_(tensors, white_noise(tensors, std, generator))

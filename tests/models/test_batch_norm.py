@@ -8,9 +8,10 @@ from opacus.grad_sample import GradSampleHooks
 from torch import nn
 
 from mmpose_dp.models import NotPrivateError, check_no_cross_sample_modules
-from mmpose_dp.models.batch_norm import (FrozenBatchNorm, convert_batch_norm,
-                                         frozen_batch_norm_grad_sample,
-                                         group_count, is_batch_norm)
+from mmpose_dp.models.batch_norm import (convert_batch_norm, group_count,
+                                         is_batch_norm)
+from mmpose_dp.models.frozen_batch_norm import (FrozenBatchNorm,
+                                                frozen_batch_norm_grad_sample)
 from mmpose_dp.models.validation import changed_buffers, snapshot_buffers
 from mmpose_dp.privacy.per_sample import PerSampleGradients
 

@@ -12,8 +12,9 @@ from typing import ClassVar, Dict, List, Sequence
 import numpy as np
 import torch
 
-from ..accounting import Segment, calibrate_noise_multiplier, merge_segments
-from ..noise import NoiseStream
+from ..accounting import Segment, merge_segments
+from ..calibration import calibrate_noise_multiplier
+from ..noise import NoiseStream, white_noise
 
 
 class Mechanism:
@@ -97,10 +98,9 @@ class Mechanism:
 
 def noise_like(tensors: Sequence[torch.Tensor], std: float,
                generator: torch.Generator) -> List[torch.Tensor]:
-    """White noise N(0, std^2) shaped as ``tensors``, drawn in their order
-    (the draws :func:`~mmpose_dp.privacy.add_gaussian_noise` makes)."""
-    return [torch.normal(0.0, std, size=t.shape, generator=generator,
-                         device=t.device, dtype=t.dtype) for t in tensors]
+    """White noise N(0, std^2) shaped as ``tensors``: exactly the draws
+    :func:`~mmpose_dp.privacy.add_gaussian_noise` adds (one flat draw)."""
+    return white_noise(list(tensors), std, generator)
 
 
 def check_sample_rate(sample_rate: float) -> None:
