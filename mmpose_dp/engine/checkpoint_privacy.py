@@ -88,3 +88,25 @@ def scrub_private_scalars(checkpoint: Dict) -> List[str]:
     for key in removed:
         del scalars[key]
     return removed
+
+
+SEARCH_KEY = 'search'
+
+
+def add_search_card(checkpoint: Dict, card: Dict) -> None:
+    """Mark a checkpoint as the best of a private search: ``card`` states
+    the whole search's epsilon (tools/private_search.py), kept in ``meta``
+    too so that publishing and export carry it."""
+    checkpoint['privacy_' + SEARCH_KEY] = card
+    checkpoint.setdefault('meta', {}).setdefault(META_KEY, {})[
+        SEARCH_KEY] = card
+
+
+def search_card(checkpoint: Dict) -> Optional[Dict]:
+    """The search card of :func:`add_search_card`, or None."""
+    if not isinstance(checkpoint, dict):
+        return None
+    meta = checkpoint.get('meta')
+    in_meta = meta.get(META_KEY) if isinstance(meta, dict) else None
+    return checkpoint.get('privacy_' + SEARCH_KEY) or (
+        in_meta.get(SEARCH_KEY) if isinstance(in_meta, dict) else None)

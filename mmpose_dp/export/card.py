@@ -7,7 +7,7 @@ guarantee's statement, as in every DP release).
 """
 import datetime
 import importlib
-from typing import Dict
+from typing import Dict, Optional
 
 from ..privacy import PrivacyLedger
 from ..privacy.plan import PrivacyPlan
@@ -24,8 +24,23 @@ def _version(name: str) -> str:
         return 'unknown'
 
 
-def privacy_card(ledger_state: Dict, plan: PrivacyPlan, source: str) -> Dict:
-    """The card of a model trained with ``ledger_state`` and ``plan``."""
+def privacy_card(ledger_state: Dict, plan: PrivacyPlan, source: str,
+                 search: Optional[Dict] = None) -> Dict:
+    """The card of a model trained with ``ledger_state`` and ``plan``; the
+    best of a private search (``search``: its card) states the search's
+    epsilon, which covers every trial."""
+    card = _run_card(ledger_state, plan, source)
+    if search:
+        card.update(trial_epsilon=card['epsilon'],
+                    epsilon=search['epsilon'],
+                    epsilon_rdp=search['epsilon'],
+                    accountant=search['accountant'] + ', over a private '
+                    f"search of {search['trials']}",
+                    search=search)
+    return card
+
+
+def _run_card(ledger_state: Dict, plan: PrivacyPlan, source: str) -> Dict:
     ledger = PrivacyLedger.from_state_dict(ledger_state)
     segments = [dict(noise_multiplier=s.noise_multiplier,
                      sample_rate=s.sample_rate, steps=s.steps)
@@ -85,11 +100,28 @@ privacy** for {card['privacy_unit_words'] or card['privacy_unit']}, by the
   {card['ledger_lineage']}); exported {card['date']}; versions
   {', '.join(f'{k} {v}' for k, v in card['versions'].items())}.
 
-What it means: the weights (and anything computed from them alone) change
+{_search_words(card)}What it means: the weights (and anything computed from them alone) change
 little in distribution whether or not any one privacy unit was in the
 training data; epsilon bounds how little. It says nothing about the public
-data or the public features named above. Hyperparameter searches and other
-runs on the same private data spend privacy beyond this card. A later
+data or the public features named above. {_beyond_words(card)} A later
 private run that loads these weights on the same data adds its epsilon to
 this one (mmpose-dp refuses it unless the data are declared disjoint).
 """
+
+
+def _search_words(card: Dict) -> str:
+    if not card.get('search'):
+        return ''
+    return (f"This model is the best of a private hyperparameter search "
+            f"({card['search']['trials']}, scored on a public validation "
+            f"set); the guarantee above covers the whole search, one trial "
+            f"alone spent {card['trial_epsilon']:.4g}. The number of trials "
+            f"is secret.\n\n")
+
+
+def _beyond_words(card: Dict) -> str:
+    if card.get('search'):
+        return ('Other searches and runs on the same private data spend '
+                'privacy beyond this card.')
+    return ('Hyperparameter searches and other runs on the same private '
+            'data spend privacy beyond this card.')

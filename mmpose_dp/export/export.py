@@ -94,7 +94,7 @@ def export_private_model(config: str, checkpoint: str, out: str,
                          allow_mmpose_dp_modules: bool = False) -> Dict:
     """Export; returns what was written and checked."""
     cfg = Config.fromfile(config)
-    state_dict, ledger, plan = read_private_checkpoint(checkpoint)
+    state_dict, ledger, plan, search = read_private_checkpoint(checkpoint)
     num_groups = batch_norm_settings(dict(cfg.get('privacy') or {}))[
         'num_groups']
     private = build_private_model(cfg, plan)
@@ -129,7 +129,7 @@ def export_private_model(config: str, checkpoint: str, out: str,
             '--allow-mmpose-dp-modules to export a config that imports '
             "mmpose_dp.models (model modules only, no privacy machinery), "
             'or use the ONNX export (--onnx), which needs neither')
-    card = privacy_card(ledger, plan, osp.basename(checkpoint))
+    card = privacy_card(ledger, plan, osp.basename(checkpoint), search)
     os.makedirs(out, exist_ok=True)
     exported.dump(osp.join(out, 'config.py'))
     torch.save(dict(state_dict={k: v.detach().cpu().clone()

@@ -2,14 +2,14 @@
 checkpoint: the config's model, its BatchNorm converted as the checkpoint's
 privacy plan says, the trained weights loaded strictly."""
 import copy
-from typing import Dict, Tuple
+from typing import Dict, Optional, Tuple
 
 from mmengine.config import Config
 from mmengine.registry import init_default_scope
 from torch import nn
 
 from ..engine.checkpoint_loading import load_checkpoint_file
-from ..engine.checkpoint_privacy import privacy_state
+from ..engine.checkpoint_privacy import privacy_state, search_card
 from ..engine.model_preparation import batch_norm_settings, model_input_size
 from ..models import convert_batch_norm, is_batch_norm
 from ..models.single_value_norms import single_value_batch_norms
@@ -17,9 +17,11 @@ from ..privacy import NotPrivateError
 from ..privacy.plan import PrivacyPlan
 
 
-def read_private_checkpoint(path: str) -> Tuple[Dict, Dict, PrivacyPlan]:
-    """``(state_dict, ledger state, plan)`` of a DP checkpoint; refuses one
-    without a privacy ledger and plan."""
+def read_private_checkpoint(
+        path: str) -> Tuple[Dict, Dict, PrivacyPlan, Optional[Dict]]:
+    """``(state_dict, ledger state, plan, search card)`` of a DP checkpoint
+    (the card only for the best of a private search); refuses one without
+    a privacy ledger and plan."""
     checkpoint = load_checkpoint_file(path, 'cpu')
     ledger, plan = privacy_state(checkpoint)
     if ledger is None:
@@ -28,7 +30,7 @@ def read_private_checkpoint(path: str) -> Tuple[Dict, Dict, PrivacyPlan]:
             'run (or its privacy record was stripped), so there is no '
             'guarantee to export with it')
     return (checkpoint.get('state_dict', checkpoint), ledger,
-            PrivacyPlan.from_dict(plan or {}))
+            PrivacyPlan.from_dict(plan or {}), search_card(checkpoint))
 
 
 def build_private_model(cfg: Config, plan: PrivacyPlan) -> nn.Module:
@@ -56,7 +58,7 @@ def load_private_model(cfg: Config, checkpoint: str) -> nn.Module:
     in eval mode, with ``cfg`` and the data set's metainfo attached as
     MMPose's ``init_model`` does."""
     from mmpose.apis.inference import dataset_meta_from_config
-    state_dict, _, plan = read_private_checkpoint(checkpoint)
+    state_dict, _, plan, _ = read_private_checkpoint(checkpoint)
     model = build_private_model(cfg, plan)
     model.load_state_dict(state_dict, strict=True)
     model.cfg = cfg
