@@ -18,6 +18,8 @@ import math
 import numpy as np
 from scipy import special, stats
 
+from .bisection import bisect
+
 #: Width of the final bisection bracket on epsilon.
 EPSILON_TOLERANCE = 1e-6
 
@@ -134,10 +136,6 @@ def epsilon_lower_bound(num_canaries: int,
     low, high = 0.0, 1.0
     while rejected(high):
         low, high = high, 2 * high
-    while high - low > EPSILON_TOLERANCE:
-        middle = (low + high) / 2
-        if rejected(middle):
-            low = middle
-        else:
-            high = middle
-    return low
+    # The largest epsilon still rejected: the failing end of the bracket.
+    return bisect(lambda e: not rejected(e), low, high, EPSILON_TOLERANCE,
+                  relative=False)[0]

@@ -3,6 +3,7 @@ from typing import Iterable, Sequence
 
 from .accounting import (RELATIVE_EPS_ERROR, Segment, check_segments,
                          epsilon_prv, epsilon_rdp, merge_segments, prv_bounds)
+from .bisection import bisect
 from .errors import NotPrivateError
 
 
@@ -77,10 +78,4 @@ def calibrate_noise_multiplier(target_epsilon: float,
         low = high
     else:
         raise RuntimeError('noise calibration did not converge')
-    while high - low > sigma_tolerance * high:
-        mid = (low + high) / 2
-        if fits(mid):
-            high = mid
-        else:
-            low = mid
-    return high
+    return bisect(fits, low, high, sigma_tolerance)[1]

@@ -20,6 +20,7 @@ from typing import List, Optional, Sequence
 import numpy as np
 
 from .accounting import Segment, epsilon_prv, epsilon_rdp, merge_segments
+from .bisection import bisect
 
 #: The shape of each distribution of K (dp-accounting's convention).
 SHAPES = {'logarithmic': 0.0, 'geometric': 1.0, 'poisson': math.inf}
@@ -202,10 +203,4 @@ def calibrate_search_sigma(target_epsilon: float, delta: float,
                 f'{trials.describe()})')
     while fits(lo) and lo > 1e-2:
         lo, hi = lo / 2, lo
-    while hi - lo > tolerance * hi:
-        mid = (lo + hi) / 2
-        if fits(mid):
-            hi = mid
-        else:
-            lo = mid
-    return hi
+    return bisect(fits, lo, hi, tolerance)[1]
