@@ -15,7 +15,7 @@ import argparse
 import collections
 import os.path as osp
 import sys
-from typing import Dict, List, Optional, Sequence
+from typing import Dict, List, Optional
 
 sys.path.insert(0, osp.dirname(osp.abspath(__file__)))
 from benchmark_dp_step import (PRESETS, _private_wrapper,  # noqa: E402
