@@ -210,9 +210,31 @@ def release(state, private: str, out: str) -> dict:
     best = max(scored, key=lambda t: t['score']) if scored else None
     os.makedirs(out, exist_ok=True)
     card = write_card(state, best, out)
+    forget_kept_keys(state)
     if best is not None:
         ckpt = load_checkpoint_file(best['checkpoint'], 'cpu')
         add_search_card(ckpt, card)
         torch.save(ckpt, osp.join(out, 'model.pth'))
         shutil.copyfile(best['config'], osp.join(out, 'config.py'))
     return card
+
+
+def forget_kept_keys(state) -> int:
+    """Delete the secret keys that trials with a mechanism with memory
+    (BandMF) kept for a resume: no trial is resumed after the release, and
+    whoever read the best trial's keys could subtract its noise. Returns
+    how many key files were deleted."""
+    from mmpose_dp.engine.checkpoint_loading import load_checkpoint_file
+    from mmpose_dp.engine.checkpoint_privacy import privacy_state
+    from mmpose_dp.privacy.secret_store import SecretStore
+    privacy = load_config(state['config'], state['cfg_options']).privacy
+    store = SecretStore(privacy.get('secret_dir'))
+    deleted = 0
+    for trial in state['trials']:
+        ckpt = trial.get('checkpoint')
+        if not ckpt or not osp.exists(ckpt):
+            continue
+        ledger, _ = privacy_state(load_checkpoint_file(ckpt, 'cpu'))
+        if ledger and ledger.get('lineage'):
+            deleted += store.forget(ledger['lineage'])
+    return deleted

@@ -57,3 +57,13 @@ class SecretStore:
                 'new run')
         with open(path) as f:
             return {k: int(v) for k, v in json.load(f).items()}
+
+    def forget(self, lineage: str) -> bool:
+        """Delete the keys of a lineage that will not be resumed again
+        (e.g. every trial of a finished private search); True if there
+        were any."""
+        path = self.path(lineage)
+        if not osp.isfile(path):
+            return False
+        os.remove(path)
+        return True

@@ -144,3 +144,31 @@ def test_a_trained_but_unscored_trial_is_not_trained_again(tmp_path):
     ledger.step(1.0, 0.25)
     torch.save({'privacy_ledger': ledger.state_dict()}, tmp_path / 'e.pth')
     assert trained(str(last), 4)
+
+
+def test_the_release_deletes_the_keys_trials_kept(tmp_path, synthetic_mpii):
+    """A BandMF trial keeps its noise key for a resume; after the release
+    nobody resumes, and the best trial's key would let its reader subtract
+    the released model's noise."""
+    from mmpose_dp.privacy import PrivacyLedger
+    from mmpose_dp.privacy.secret_store import SecretStore
+    from search_trials import forget_kept_keys
+    config, _ = write_inputs(tmp_path, synthetic_mpii)
+    secrets = tmp_path / 'secrets'
+    with open(config, 'a') as f:
+        f.write(f"privacy = dict(secret_dir={str(secrets)!r})\n")
+    store = SecretStore(str(secrets))
+    trials = []
+    for i in range(2):
+        ledger = PrivacyLedger(1e-5)
+        ledger.step(1.0, 0.25)
+        store.save(ledger.lineage, {'noise': 123 + i})
+        path = tmp_path / f'trial{i}.pth'
+        torch.save({'privacy_ledger': ledger.state_dict()}, path)
+        trials.append(dict(checkpoint=str(path)))
+    trials.append(dict(name='not trained'))
+    other = PrivacyLedger(1e-5)
+    store.save(other.lineage, {'noise': 7})  # another run's: kept
+    state = dict(config=config, cfg_options=[], trials=trials)
+    assert forget_kept_keys(state) == 2
+    assert sorted(os.listdir(secrets)) == [f'{other.lineage}.json']
