@@ -2,8 +2,8 @@
 import secrets
 from typing import Callable, Dict, List, Optional
 
-from .accounting import (RELATIVE_EPS_ERROR, PRVEpsilon, Segment,
-                         epsilon_prv, epsilon_rdp)
+from .accounting import (RELATIVE_EPS_ERROR, PRVEpsilon, RDPEpsilon,
+                         Segment, epsilon_prv, epsilon_rdp)
 from .errors import NotPrivateError
 from .mechanisms import GaussianMechanism, Mechanism
 
@@ -133,8 +133,9 @@ class EpsilonTracker:
             self._prv = PRVEpsilon(
                 self.plan, ledger.delta,
                 max(RELATIVE_EPS_ERROR * final_epsilon, 1e-5))
-        except RuntimeError:  # PRV cannot discretise: RDP via the ledger
+        except RuntimeError:  # PRV cannot discretise: RDP (cached curve)
             self._prv = None
+        self._rdp = None
 
     def _counts(self, more_steps: int = 0) -> Optional[List[int]]:
         """Steps per planned mechanism after ``more_steps`` further steps at
@@ -161,6 +162,20 @@ class EpsilonTracker:
         counts = self._counts(more_steps) if self._prv else None
         if counts is not None:
             return self._prv.upper(counts)
+        if self._prv is None:
+            # PRV cannot discretise this mechanism, so epsilon_prv would
+            # try and fall back to RDP at every step (seconds each): the
+            # same RDP bound from the one-step curve, while every step
+            # taken is this mechanism's.
+            segments = self.ledger.accounted(Segment(
+                self.noise_multiplier, self.sample_rate, more_steps))
+            mine = (self.noise_multiplier, self.sample_rate)
+            if all((s.noise_multiplier, s.sample_rate) == mine
+                   for s in segments if s.steps):
+                if self._rdp is None:
+                    self._rdp = RDPEpsilon(*mine)
+                return self._rdp.epsilon(sum(s.steps for s in segments),
+                                         self.ledger.delta)
         return epsilon_prv(self.ledger.accounted(
             Segment(self.noise_multiplier, self.sample_rate, more_steps)),
             self.ledger.delta)

@@ -61,3 +61,27 @@ def test_tracker_falls_back_when_the_ledger_leaves_the_plan():
     for _ in range(20):
         ledger.step(1.5, 0.04)
     assert tracker.epsilon() == pytest.approx(ledger.epsilon())
+
+
+def test_tracker_without_prv_gives_the_rdp_bound_without_recomputing(
+        monkeypatch):
+    # sigma 0.6165 at q = 1/8: the PRV accountant cannot discretise it, so
+    # the log's epsilon is RDP; from the one-step curve, not a PRV attempt
+    # and a fresh RDP analysis at every step (1.4 s per step on HRNet runs).
+    from mmpose_dp.privacy import accounting
+    from mmpose_dp.privacy.ledger import EpsilonTracker
+    ledger = PrivacyLedger(1.5625e-3)
+    tracker = EpsilonTracker(ledger, 0.6165, 0.125, 16, 8.0)
+    assert tracker._prv is None
+    monkeypatch.setattr(accounting, 'prv_bounds', _no_call)
+    for steps in (1, 5, 16):
+        while ledger.steps < steps:
+            ledger.step(0.6165, 0.125)
+        want = accounting.epsilon_rdp([(0.6165, 0.125, steps)], 1.5625e-3)
+        assert tracker.epsilon() == pytest.approx(want, rel=1e-12)
+    assert tracker.epsilon_after(4) == pytest.approx(accounting.epsilon_rdp(
+        [(0.6165, 0.125, 20)], 1.5625e-3), rel=1e-12)
+
+
+def _no_call(*args, **kwargs):
+    raise AssertionError('the tracker rebuilt a PRV accountant')
