@@ -19,6 +19,7 @@ privacy = dict(
     unit='image',  # privacy unit: 'image' (all its people) or 'instance'
     # noise_multiplier=1.0,   # give sigma instead of calibrating it
     # max_physical_batch_size=16,  # micro-batches for large logical batches
+    # physical_batch_size=16,  # ... or exactly 16 each, padded (static)
     # noise_seed=None, sampler_seed=None,  # None: secret (fixed voids DP)
     # mechanism='gaussian',  # or dict(type='banded_mf', bands=4)
     # log_private_metrics=False,  # True: un-noised loss/accuracy in the log

@@ -5,6 +5,7 @@ from mmengine.registry import LOOPS
 from mmengine.runner import EpochBasedTrainLoop
 
 from ..datasets import is_empty_batch, unit_ids, unit_key
+from .static_batches import pad_micro_batch, public_dummy
 
 
 def batch_unit_ids(data_batch: Dict, unit: str) -> List[int]:
@@ -59,8 +60,14 @@ class DPEpochBasedTrainLoop(EpochBasedTrainLoop):
     batch still takes its noise-only step. ``stop_training`` (set by
     :class:`BudgetStopHook` at the budget) ends the run before the next step.
 
+    With ``physical_batch_size`` every micro-batch has exactly that many
+    samples: a short one is padded with a public dummy crop whose clip
+    factor is 0 (:mod:`.static_batches`), for a static shape.
+
     Args:
         max_physical_batch_size: micro-batch size (None: no split).
+        physical_batch_size: exact micro-batch size (padded); excludes
+            ``max_physical_batch_size``.
         log_private_metrics: pass the loss and accuracy of private batches
             (un-noised) to the hooks, i.e. to the text/JSON log and the
             visualiser backends. Off by default: they are statistics of
@@ -74,11 +81,24 @@ class DPEpochBasedTrainLoop(EpochBasedTrainLoop):
                  max_epochs: int,
                  max_physical_batch_size: Optional[int] = None,
                  log_private_metrics: bool = False,
+                 physical_batch_size: Optional[int] = None,
                  **kwargs) -> None:
         super().__init__(runner, dataloader, max_epochs, **kwargs)
-        if max_physical_batch_size is not None and max_physical_batch_size < 1:
-            raise ValueError('max_physical_batch_size must be >= 1')
+        for key, value in (('max_physical_batch_size',
+                            max_physical_batch_size),
+                           ('physical_batch_size', physical_batch_size)):
+            if value is not None and (not isinstance(value, int)
+                                      or value < 1):
+                raise ValueError(f'privacy.{key} must be an integer >= 1, '
+                                 f'got {value!r}')
+        if max_physical_batch_size is not None and physical_batch_size:
+            raise ValueError(
+                'set one of privacy.physical_batch_size (every micro-batch '
+                'exactly that size, padded) and '
+                'privacy.max_physical_batch_size (at most that size)')
         self.max_physical_batch_size = max_physical_batch_size
+        self.physical_batch_size = physical_batch_size
+        self._dummy = None
         self.log_private_metrics = log_private_metrics
 
     @property
@@ -122,12 +142,20 @@ class DPEpochBasedTrainLoop(EpochBasedTrainLoop):
         outputs: Dict = {}
         units = ([] if is_empty_batch(data_batch) else batch_unit_ids(
             data_batch, self.unit))
-        for micro, micro_units in split_batch(data_batch, units,
-                                              self.max_physical_batch_size):
-            out = optim_wrapper.private_micro_batch(self.runner.model, micro,
-                                                    micro_units)
+        size = self.physical_batch_size or self.max_physical_batch_size
+        for micro, micro_units in split_batch(data_batch, units, size):
+            padded = 0
+            if self.physical_batch_size:
+                if self._dummy is None:  # fixed for the run
+                    self._dummy = public_dummy(data_batch)
+                micro, micro_units, padded = pad_micro_batch(
+                    micro, micro_units, self.physical_batch_size,
+                    self._dummy)
+            out = optim_wrapper.private_micro_batch(
+                self.runner.model, micro, micro_units, padded)
             for k, v in out.items():
-                # Per-micro-batch means, weighted by micro-batch size.
+                # Per-micro-batch means, weighted by micro-batch size (the
+                # padding's zero-weight targets add no loss).
                 w = len(micro['inputs']) / len(data_batch['inputs'])
                 outputs[k] = outputs.get(k, 0) + v * w
         optim_wrapper.private_step()

@@ -138,12 +138,15 @@ class DPOptimWrapper(OptimWrapper):
 
     # -- per micro-batch ---------------------------------------------------
     def private_micro_batch(self, model: nn.Module, data_batch,
-                            units: List[int]) -> Dict[str, torch.Tensor]:
+                            units: List[int],
+                            padded: int = 0) -> Dict[str, torch.Tensor]:
         """Clip and accumulate one private micro-batch; ``units[i]`` is the
         privacy unit (0, 1, ...) of its i-th sample, whose samples are
-        summed before clipping (one contribution per unit). DDP's own
-        gradient all-reduce is off: only clipped sums are ever reduced.
-        Returns the (un-noised) loss, for an opted-in log only."""
+        summed before clipping (one contribution per unit). The last
+        ``padded`` samples are public padding (a static batch shape,
+        :mod:`.static_batches`), which adds nothing. DDP's own gradient
+        all-reduce is off: only clipped sums are ever reduced. Returns the
+        (un-noised) loss, for an opted-in log only."""
         if self.engine is None:
             raise RuntimeError(NOT_ATTACHED)
         self._check_trainable(at_step_start=self._clipped_sum is None)
@@ -154,9 +157,9 @@ class DPOptimWrapper(OptimWrapper):
             contextlib.nullcontext()
         with sync:
             summed, loss = self.engine.clipped_sum(batch, units,
-                                                   self.max_grad_norm)
+                                                   self.max_grad_norm, padded)
         self._inner_count += 1
-        self._step_units += len(set(units))
+        self._step_units += len(set(units)) - padded
         self._step_micro_batches += 1
         self.accumulate(summed)
         return dict(loss=loss)

@@ -31,7 +31,8 @@ BATCH_NORM_TYPES = {'BN', 'BN1d', 'BN2d', 'BN3d', 'SyncBN', 'MMSyncBN'}
 PROJECT_MODEL_TYPES = {'GNHeatmapHead', 'GNSimCCHead', 'UpsampleSimCCHead',
                        'GroupNormTopdownPoseEstimator'}
 DP_HOOKS = set(PRIVACY_HOOKS)
-DP_LOOP_KEYS = ('max_physical_batch_size', 'log_private_metrics')
+DP_LOOP_KEYS = ('max_physical_batch_size', 'log_private_metrics',
+                'physical_batch_size')
 DP_OPTIM_KEYS = ('max_grad_norm', 'noise_seed', 'engine')
 
 

@@ -24,7 +24,8 @@ from .errors import NotPrivateError
 #: engine, BatchNorm handling, trained parameters, PDP / FDP settings).
 ALLOWED = ('optim_wrapper.', 'param_scheduler', 'model.', 'randomness.',
            'privacy.max_grad_norm', 'privacy.engine',
-           'privacy.max_physical_batch_size', 'privacy.batch_norm',
+           'privacy.max_physical_batch_size', 'privacy.physical_batch_size',
+           'privacy.batch_norm',
            'privacy.trainable', 'privacy.projection.',
            'privacy.public_features.')
 #: Why some keys are refused (the first matching prefix is named).

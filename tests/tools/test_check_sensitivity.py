@@ -150,3 +150,26 @@ def test_a_pipeline_with_albumentations_is_checked_record_by_record(
                for t in cfg.train_dataloader.dataset.pipeline)
     row = run_one('family_rtmpose', cfg, crowd, str(tmp_path), steps=2)
     assert row['status'] == 'PASS', row
+
+
+def test_static_padded_micro_batches_have_sensitivity_c(crowd, tmp_path,
+                                                         monkeypatch):
+    # privacy.physical_batch_size: every micro-batch exactly 4 samples
+    # (images of 2-3 people kept whole, the rest public padding at factor
+    # 0); removing or replacing an image still moves a release by <= C/2C.
+    from mmpose_dp.engine.optim_wrapper import DPOptimWrapper
+    seen = []
+    original = DPOptimWrapper.private_micro_batch
+
+    def spy(self, model, data_batch, units, padded=0):
+        seen.append((len(data_batch['inputs']), padded))
+        return original(self, model, data_batch, units, padded)
+
+    monkeypatch.setattr(DPOptimWrapper, 'private_micro_batch', spy)
+    report = _check(crowd, tmp_path, **{'privacy.engine': 'fast',
+                                        'privacy.unit': 'image',
+                                        'privacy.physical_batch_size': 4})
+    assert report['passed'], report['failures']
+    assert report['worst_remove_ratio'] == pytest.approx(1.0, abs=1e-3)
+    assert {size for size, _ in seen} == {4}
+    assert any(padded for _, padded in seen)

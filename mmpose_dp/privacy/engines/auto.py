@@ -35,14 +35,16 @@ class AutoEngine(ClippingEngine):
     def busy(self) -> bool:
         return self.chosen is not None and self.chosen.busy
 
-    def clipped_sum(self, batch, units, max_grad_norm):
+    def clipped_sum(self, batch, units, max_grad_norm, padded=0):
         if self.chosen is not None:
-            return self.chosen.clipped_sum(batch, units, max_grad_norm)
+            return self.chosen.clipped_sum(batch, units, max_grad_norm,
+                                           padded)
         for i, factory in enumerate(self.candidates):
             try:
                 engine = factory(self.model, self.batch_loss,
                                  self.loss_reduction)
-                result = engine.clipped_sum(batch, units, max_grad_norm)
+                result = engine.clipped_sum(batch, units, max_grad_norm,
+                                            padded)
             except Exception as err:  # noqa: BLE001 (any failure: next)
                 kind = '' if isinstance(err, NotPrivateError) else \
                     f'{type(err).__name__}: '

@@ -104,14 +104,37 @@ class TensorBatchLoss(BatchLoss):
 
 
 def clip_units(grad_samples: Sequence[torch.Tensor], units: List[int],
-               max_grad_norm: float) -> List[torch.Tensor]:
-    """Sum each unit's per-sample gradients, clip every unit to C, add up."""
+               max_grad_norm: float,
+               unit_mask: Optional[torch.Tensor] = None) -> List[torch.Tensor]:
+    """Sum each unit's per-sample gradients, clip every unit to C, add up;
+    a unit whose ``unit_mask`` is 0 (padding) adds exactly nothing."""
     if units != list(range(len(units))):
         grad_samples = sum_per_unit(grad_samples, torch.tensor(units),
                                     max(units) + 1)
     factors = clipping.clip_factors(clipping.per_sample_norms(grad_samples),
                                     max_grad_norm)
+    if unit_mask is not None:
+        factors = factors * unit_mask.to(factors)
     return clipping.clipped_sum(grad_samples, factors)
+
+
+def padding_mask(units: List[int], padded: int,
+                 device) -> Optional[torch.Tensor]:
+    """1 per real unit, 0 per padding unit (the last ``padded`` samples,
+    one unit each); None without padding."""
+    if not padded:
+        return None
+    if padded < 0 or padded >= len(units):
+        raise ValueError(f'padded={padded} of a micro-batch of '
+                         f'{len(units)} samples: padding must leave at '
+                         'least one real sample')
+    real = set(units[:-padded])
+    pads = units[-padded:]
+    if len(set(pads)) != padded or real & set(pads):
+        raise ValueError('each padding sample must be a unit of its own')
+    mask = torch.ones(max(units) + 1, dtype=torch.float64, device=device)
+    mask[pads] = 0
+    return mask
 
 
 class ClippingEngine:
@@ -147,11 +170,15 @@ class ClippingEngine:
         forward may run then)."""
         return False
 
-    def clipped_sum(self, batch, units: List[int], max_grad_norm: float
+    def clipped_sum(self, batch, units: List[int], max_grad_norm: float,
+                    padded: int = 0
                     ) -> Tuple[List[torch.Tensor], torch.Tensor]:
         """``(sum over units of clip(unit gradient, C), detached loss)`` for
         one private micro-batch; ``units[i]`` is sample i's privacy unit.
-        Nothing is left in ``param.grad``.
+        The last ``padded`` samples are padding (public dummies, a unit
+        each, for a static batch shape): their clip factors are multiplied
+        by 0, so they add exactly nothing. Nothing is left in
+        ``param.grad``.
 
         Before its first private micro-batch the engine is checked against
         an independent per-sample reference on a random probe batch shaped
@@ -160,9 +187,11 @@ class ClippingEngine:
         if self.verification_error is None:
             from .verification import verify_engine
             self.verification_error = verify_engine(self, batch)
-        return self._clipped_sum(batch, units, max_grad_norm)
+        mask = padding_mask(units, padded, self.params[0].device)
+        return self._clipped_sum(batch, units, max_grad_norm, mask)
 
-    def _clipped_sum(self, batch, units: List[int], max_grad_norm: float
+    def _clipped_sum(self, batch, units: List[int], max_grad_norm: float,
+                     unit_mask: Optional[torch.Tensor] = None
                      ) -> Tuple[List[torch.Tensor], torch.Tensor]:
         """:meth:`clipped_sum` without the first-use check."""
         raise NotImplementedError

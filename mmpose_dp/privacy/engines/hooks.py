@@ -76,7 +76,7 @@ class HooksEngine(ClippingEngine):
     def busy(self) -> bool:
         return self.per_sample.attached
 
-    def _clipped_sum(self, batch, units, max_grad_norm):
+    def _clipped_sum(self, batch, units, max_grad_norm, unit_mask=None):
         try:
             with (contextlib.nullcontext() if self._checked
                   else same_random_draws()):
@@ -101,7 +101,8 @@ class HooksEngine(ClippingEngine):
         if not self._checked:
             self.check_forward(float(loss), batch)
             self._checked = True
-        return clip_units(grads, units, max_grad_norm), loss.detach()
+        return (clip_units(grads, units, max_grad_norm, unit_mask),
+                loss.detach())
 
     def check_forward(self, private_loss: float, batch) -> None:
         check_same_loss(self, private_loss, batch, self.inplace)

@@ -68,8 +68,9 @@ class VmapEngine(ClippingEngine):
             grads, losses = per_sample(detached, *tensors)
         return [grads[n] for n in self.names], losses
 
-    def _clipped_sum(self, batch, units, max_grad_norm):
+    def _clipped_sum(self, batch, units, max_grad_norm, unit_mask=None):
         grads, losses = self.per_sample_gradients(batch)
         loss = losses.mean() if self.loss_reduction == 'mean' else \
             losses.sum()
-        return clip_units(grads, units, max_grad_norm), loss.detach()
+        return (clip_units(grads, units, max_grad_norm, unit_mask),
+                loss.detach())
