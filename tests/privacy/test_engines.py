@@ -53,12 +53,31 @@ class _Aliasing(nn.Module):
         return self.b(out[0]) + y
 
 
+class _Tokens(nn.Module):
+    """LayerNorms over the last dim of ``[B, T, C]`` and over the last two
+    of ``[B, T, H, W]``, and a GroupNorm, between Linears."""
+
+    def __init__(self):
+        super().__init__()
+        self.embed = nn.Linear(6, 6)
+        self.ln = nn.LayerNorm(6)
+        self.ln2 = nn.LayerNorm((2, 3))
+        self.gn = nn.GroupNorm(2, 4)
+        self.fc = nn.Linear(4 * 6, 2)
+
+    def forward(self, x):  # [B, 4, 6]
+        out = self.ln(self.embed(x))
+        out = self.ln2(out.reshape(-1, 4, 2, 3))
+        return self.fc(self.gn(out).flatten(1))
+
+
 LOSS = TensorBatchLoss(lambda net, x, y: ((net(x) - y)**2).sum(1).mean())
 
 
 def _data(model, n=6):
     g = torch.Generator().manual_seed(1)
-    shape = {_Residual: (2, 4, 4), _FoldsJoints: (4, 3), _Aliasing: (2, )}
+    shape = {_Residual: (2, 4, 4), _FoldsJoints: (4, 3), _Aliasing: (2, ),
+             _Tokens: (4, 6)}
     return (torch.randn(n, *shape[type(model)], generator=g),
             torch.randn(n, 2, generator=g))
 
@@ -98,6 +117,24 @@ def test_engines_give_the_clipped_sum_of_per_sample_autograd(engine, units):
     assert all(p.grad is None for p in model.parameters())
     assert loss.item() == pytest.approx(LOSS.loss(model, batch).item(),
                                         rel=1e-5)
+
+
+@pytest.mark.parametrize('engine', ['fast', 'hooks', 'vmap'])
+def test_norm_layers_over_any_dims_give_the_clipped_sum(engine):
+    # The fast engine's norm rules sum g * x_hat over the reduced dims as
+    # one batched product: checked for each layout.
+    torch.manual_seed(0)
+    model = _Tokens()
+    with torch.no_grad():  # affine parameters away from their init
+        for m in (model.ln, model.ln2, model.gn):
+            m.weight.normal_()
+            m.bias.normal_()
+    batch = _data(model)
+    units = [0, 0, 1, 2, 2, 3]
+    expected = _reference(model, batch, units, c=0.05)
+    summed, _ = _engine(engine, model).clipped_sum(batch, units, 0.05)
+    for got, want in zip(summed, expected):
+        assert torch.allclose(got, want, atol=1e-6)
 
 
 def test_hooks_refuse_a_folded_batch_dimension_and_vmap_is_exact():

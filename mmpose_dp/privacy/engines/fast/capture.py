@@ -27,6 +27,9 @@ class LayerCapture:
         self.train_bias = id(getattr(module, 'bias', None)) in trainable
         self.units: Optional[torch.Tensor] = None
         self.num_units = 0
+        #: Sample i is unit i (set per micro-batch by the engine, from the
+        #: unit list: no tensor op per layer).
+        self.identity = True
         self.reset()
 
     @classmethod
@@ -87,53 +90,43 @@ class LayerCapture:
 
     def _ghost_norm2(self, a, g) -> torch.Tensor:
         """Squared per-unit norms from ``sum_tt' (a_t a_t')(g_t g_t')``."""
-        total = torch.zeros(self.num_units, dtype=torch.float64,
-                            device=a.device)
+        total = None
         if self.train_weight:
             A, G = self.ghost_factors(a, g)
-            A = per_unit_positions(A, self.units, self.num_units)
-            G = per_unit_positions(G, self.units, self.num_units)
-            total += ((A @ A.transpose(2, 3)) *
-                      (G @ G.transpose(2, 3))).sum((1, 2, 3)).double()
+            A = per_unit_positions(A, self.units, self.num_units,
+                                   self.identity)
+            G = per_unit_positions(G, self.units, self.num_units,
+                                   self.identity)
+            total = ((A @ A.transpose(2, 3)) *
+                     (G @ G.transpose(2, 3))).sum((1, 2, 3)).double()
         if self.train_bias:
-            bias = self.bias_grad(g)
-            per_unit = bias.new_zeros((self.num_units, ) + bias.shape[1:])
-            per_unit.index_add_(0, self.units, bias)
-            total += per_unit.pow(2).sum(1).double()
+            bias = self._per_unit(self.bias_grad(g))
+            square = bias.pow(2).sum(1).double()
+            total = square if total is None else total + square
         return total
+
+    def _per_unit(self, grad: torch.Tensor) -> torch.Tensor:
+        """A unit's samples summed (the rows as they are when sample i is
+        unit i)."""
+        if self.identity:
+            return grad
+        per_unit = grad.new_zeros((self.num_units, ) + grad.shape[1:])
+        return per_unit.index_add_(0, self.units, grad)
 
     # -- after the backward -------------------------------------------------
-    def squared_norms(self) -> torch.Tensor:
-        """Squared norm of each unit's gradient of this layer's parameters
-        (a unit's samples summed first)."""
-        if self.norm2 is not None:
-            return self.norm2
-        total = torch.zeros(self.num_units, dtype=torch.float64,
-                            device=self.units.device)
-        for grad in self.grads or ():
-            if not is_identity(self.units, self.num_units):
-                per_unit = grad.new_zeros((self.num_units, ) +
-                                          grad.shape[1:])
-                grad = per_unit.index_add_(0, self.units, grad)
-            total += torch.linalg.vector_norm(
-                grad.reshape(self.num_units, -1), dim=1).double()**2
-        return total
-
-    def clipped_sums(self, factors: torch.Tensor) -> List[torch.Tensor]:
-        """``sum_b factors[b] * per-sample gradient[b]`` per parameter; for
-        a kept layer one ordinary weight gradient with its output gradient
-        scaled per sample (book-keeping)."""
-        if self.grads is not None:
-            return [torch.einsum('b,b...->...', factors.to(g.dtype), g)
-                    for g in self.grads]
+    def clipped_sums(self, factors: 'FactorsByDtype') -> List[torch.Tensor]:
+        """``sum_b factors[b] * per-sample gradient[b]`` per parameter of a
+        layer that kept its inputs: one ordinary weight gradient with its
+        output gradient scaled per sample (book-keeping). Instantiated
+        gradients are summed stacked (:mod:`.stacked`)."""
         if not self.kept:  # the layer took no part in the forward
             return [torch.zeros_like(p) for p in self.params]
         a, g = self.kept[0]
-        c = factors.to(g.dtype).view(-1, *[1] * (g.dim() - 1))
+        f = factors(g.dtype)
+        c = f.view(-1, *[1] * (g.dim() - 1))
         out = [self.kept_weight_sum(a, g, c)] if self.train_weight else []
         if self.train_bias:
-            out.append(torch.einsum('b,bo->o', factors.to(g.dtype),
-                                    self.bias_grad(g)))
+            out.append(f @ self.bias_grad(g))
         return out
 
 
@@ -153,18 +146,29 @@ class WeightLayerCapture(LayerCapture):
         return out
 
 
-def is_identity(units: torch.Tensor, num_units: int) -> bool:
+class FactorsByDtype:
+    """Per-sample clip factors, cast once per dtype (not once per layer)."""
+
+    def __init__(self, factors: torch.Tensor):
+        self._cast = {factors.dtype: factors}
+
+    def __call__(self, dtype: torch.dtype) -> torch.Tensor:
+        if dtype not in self._cast:
+            self._cast[dtype] = next(iter(self._cast.values())).to(dtype)
+        return self._cast[dtype]
+
+
+def is_identity(units: List[int]) -> bool:
     """Sample i is unit i (no summing, no reordering needed)."""
-    return num_units == units.numel() and bool(
-        (units == torch.arange(num_units, device=units.device)).all())
+    return list(units) == list(range(len(units)))
 
 
 def per_unit_positions(t: torch.Tensor, units: torch.Tensor,
-                       num_units: int) -> torch.Tensor:
+                       num_units: int, identity: bool) -> torch.Tensor:
     """``[B, groups, T, d]`` -> ``[U, groups, k T, d]``: the positions of a
     unit's k samples side by side (zero-padded), so that the ghost norm of
     a unit is that of its summed gradient."""
-    if is_identity(units, num_units):
+    if identity:
         return t
     counts = torch.bincount(units, minlength=num_units)
     width = int(counts.max())

@@ -11,7 +11,8 @@ from ...errors import NotPrivateError
 from ...per_sample import disable_inplace_activations
 from ..base import ClippingEngine
 from ..hooks import check_same_loss, same_random_draws
-from .capture import LayerCapture
+from .capture import FactorsByDtype, LayerCapture, is_identity
+from .stacked import StackedGradients, total_squared_norms
 from .rules import LAYER_PARAMS, LAYER_RULES, layer_kind
 
 
@@ -103,13 +104,15 @@ class FastEngine(ClippingEngine):
         handle.register_hook(receive)
         return output
 
-    def _clipped_sum(self, batch, units, max_grad_norm):
+    def _clipped_sum(self, batch, units, max_grad_norm, unit_mask=None):
         self._batch = self.batch_loss.num_samples(batch)
         units_t = torch.tensor(units, device=self.params[0].device)
-        num_units = int(units_t.max()) + 1
+        num_units = max(units) + 1
+        identity = is_identity(units)
         for layer in self.layers.values():
             layer.reset()
             layer.units, layer.num_units = units_t, num_units
+            layer.identity = identity
         for p in self.params:
             p.requires_grad_(False)
         start = time.perf_counter()
@@ -134,15 +137,24 @@ class FastEngine(ClippingEngine):
         # A batch-mean loss gives output gradients 1/B of each sample's
         # own: per-sample gradients are `scale` times what the layers saw.
         scale = self._batch if self.loss_reduction == 'mean' else 1
-        norms = scale * sum(layer.squared_norms()
-                            for layer in self.layers.values()).sqrt()
+        stacks = StackedGradients(self.layers.values())
+        norms = scale * total_squared_norms(
+            self.layers.values(), stacks, units_t, num_units,
+            identity).sqrt()
         unit_factors = clipping.clip_factors(norms, max_grad_norm)
-        factors = scale * unit_factors[units_t]  # each sample its unit's
+        if unit_mask is not None:  # padding units: factor 0
+            unit_factors = unit_factors * unit_mask
+        # Each sample its unit's factor.
+        factors = FactorsByDtype(scale * (
+            unit_factors if identity else unit_factors[units_t]))
         start = self._tick('norms', start)
-        sums = {layer: layer.clipped_sums(factors)
-                for layer in self.layers.values()}
+        sums = stacks.clipped_sums(factors)
+        for layer in self.layers.values():
+            if layer not in stacks.layers:
+                sums.update(((layer, k), s) for k, s in
+                            enumerate(layer.clipped_sums(factors)))
         self._tick('clipped_sum', start)
-        out = [sums[layer][k] for layer, k in self._slots]
+        out = [sums[slot] for slot in self._slots]
         for layer in self.layers.values():
             layer.reset()
         return out, loss.detach()

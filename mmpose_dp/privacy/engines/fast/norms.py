@@ -1,6 +1,7 @@
 """The fast engine's rules for normalisation layers: the per-sample
 gradients of their affine map (weight, bias) after the normalisation,
 which involves no parameter."""
+import math
 from typing import List, Tuple
 
 import torch
@@ -24,10 +25,29 @@ class AffineNormCapture(LayerCapture):
     def instantiate(self, a, g) -> List[torch.Tensor]:
         x_hat = self.normalised(a)
         dims = self.reduced_dims(a)
-        weight = (g * x_hat).sum(dims) if dims else g * x_hat
-        bias = g.sum(dims) if dims else g
-        return ([weight] if self.train_weight else []) + (
-            [bias] if self.train_bias else [])
+        out = []
+        if self.train_weight:
+            # sum over the reduced dims of g * x_hat, as one batched
+            # product (one kernel, not a product and a sum).
+            out.append(_summed_product(g, x_hat, dims) if dims else
+                       g * x_hat)
+        if self.train_bias:
+            out.append(g.sum(dims) if dims else g)
+        return out
+
+
+def _summed_product(g: torch.Tensor, x: torch.Tensor,
+                    dims: Tuple[int, ...]) -> torch.Tensor:
+    """``(g * x).sum(dims)`` for contiguous ``dims`` (channels: 2.., or a
+    layer norm's middle dims 1..k)."""
+    kept = [d for d in range(g.dim()) if d not in dims]
+    if dims == tuple(range(2, g.dim())):  # [B, C, *spatial]
+        B, C = g.shape[:2]
+        return torch.einsum('bcn,bcn->bc', g.reshape(B, C, -1),
+                            x.reshape(B, C, -1))
+    B, rest = g.shape[0], [g.shape[d] for d in kept[1:]]
+    return torch.einsum('bnc,bnc->bc', g.reshape(B, -1, math.prod(rest)),
+                        x.reshape(B, -1, math.prod(rest))).view(B, *rest)
 
 
 @register_layer_rule('group_norm')

@@ -1,0 +1,91 @@
+"""Instantiated per-sample gradients stacked across layers of one shape.
+
+HRNet repeats the same blocks many times, so many layers have parameters
+of one shape. Their per-sample gradients ``[B, *shape]`` are stacked into
+one ``[B, k, *shape]`` tensor per (shape, dtype): a unit's sum, the norms
+and the clipped sum are then one op per group instead of one per
+parameter (fewer kernel launches; the same numbers up to summation order
+inside a norm).
+"""
+from typing import Dict, List, Tuple
+
+import torch
+
+#: (layer, index of the parameter in the layer's ``params``).
+Slot = Tuple[object, int]
+
+
+class StackedGradients:
+    """The layers' instantiated per-sample gradients, grouped by shape.
+
+    Takes them out of the layers (``layer.grads`` becomes ``None``), so a
+    group's parameters are held once, stacked.
+    """
+
+    def __init__(self, layers) -> None:
+        members: Dict[tuple, List[Tuple[Slot, torch.Tensor]]] = {}
+        for layer in layers:
+            if layer.grads is None:
+                continue
+            for k, grad in enumerate(layer.grads):
+                key = (tuple(grad.shape), grad.dtype)
+                members.setdefault(key, []).append(((layer, k), grad))
+            layer.grads = None
+        #: ``(slots, [B, k, *shape])`` per group.
+        self.groups: List[Tuple[List[Slot], torch.Tensor]] = []
+        # One group at a time, dropping its unstacked gradients as soon as
+        # it is stacked: at most one group is held twice.
+        for key in list(members):
+            group = members.pop(key)
+            slots = [slot for slot, _ in group]
+            grads = [g for _, g in group]
+            group.clear()
+            stacked = (grads[0].unsqueeze(1) if len(grads) == 1 else
+                       torch.stack(grads, 1))
+            del grads
+            self.groups.append((slots, stacked))
+        self.layers = {layer for slots, _ in self.groups
+                       for layer, _ in slots}
+
+    def norms(self, units: torch.Tensor, num_units: int,
+              identity: bool) -> List[torch.Tensor]:
+        """``[U, k]`` per group: each unit's gradient norm per parameter
+        (a unit's samples summed first)."""
+        out = []
+        for _, stacked in self.groups:
+            if not identity:
+                per_unit = stacked.new_zeros((num_units, ) +
+                                             stacked.shape[1:])
+                stacked = per_unit.index_add_(0, units, stacked)
+            out.append(torch.linalg.vector_norm(
+                stacked.reshape(num_units, stacked.shape[1], -1), dim=2))
+        return out
+
+    def clipped_sums(self, factors) -> Dict[Slot, torch.Tensor]:
+        """``sum_b factors[b] * gradient[b]`` of every stacked parameter."""
+        out = {}
+        for slots, stacked in self.groups:
+            B, k, shape = stacked.shape[0], stacked.shape[1], stacked.shape[2:]
+            summed = torch.mv(stacked.reshape(B, -1).t(),
+                              factors(stacked.dtype)).view(k, *shape)
+            for i, slot in enumerate(slots):
+                out[slot] = summed[i]
+        return out
+
+
+def total_squared_norms(layers, stacks: StackedGradients,
+                        units: torch.Tensor, num_units: int,
+                        identity: bool) -> torch.Tensor:
+    """Each unit's squared gradient norm over all layers, in float64: the
+    stacked groups' norms (squared and summed per dtype in a few ops) plus
+    the ghost norms of the layers that kept their inputs."""
+    total = torch.zeros(num_units, dtype=torch.float64, device=units.device)
+    by_dtype: Dict[torch.dtype, List[torch.Tensor]] = {}
+    for n in stacks.norms(units, num_units, identity):
+        by_dtype.setdefault(n.dtype, []).append(n)
+    for group in by_dtype.values():
+        total += torch.cat(group, 1).double().pow(2).sum(1)
+    squares = [layer.norm2 for layer in layers if layer.norm2 is not None]
+    if squares:
+        total += torch.stack(squares).sum(0)
+    return total
