@@ -1,0 +1,30 @@
+"""tools/benchmark_train.py: DP against non-private through tools/train.py,
+with the DP run's time split by part."""
+import os.path as osp
+import sys
+
+from ..conftest import ROOT
+
+sys.path.insert(0, osp.join(ROOT, 'tools'))
+
+
+def test_benchmark_train_writes_ratios_and_a_breakdown(tmp_path):
+    import benchmark_train
+    out = tmp_path / 'bench.md'
+    res = benchmark_train.main([
+        '--preset', 'tiny', '--records', '8', '--epochs', '1',
+        '--batch-size', '4', '--warmup', '0', '--profile',
+        '--variants', 'default', 'physical_batch_size=4',
+        '--work-dir', str(tmp_path / 'work'), '--out', str(out)])
+    runs = res['runs']
+    assert set(runs) == {'nonprivate', 'dp', 'dp physical_batch_size=4'}
+    for r in runs.values():
+        assert r['iters'] >= 1 and r['time'] > 0 and r['peak_rss_mib'] > 0
+    parts = dict(res['breakdown'])
+    total = parts.pop('total (profiled)')
+    assert abs(sum(parts.values()) - total) < 1e-6 * total + 1e-9
+    assert parts['privacy set-up (sigma calibration, plan; once)'] > 0
+    assert parts[benchmark_train.BUCKETS[3][0]] > 0  # the engine ran
+    text = out.read_text()
+    assert 'dp physical_batch_size=4 / non-private: time per iteration' in text
+    assert '| per-step privacy hooks' in text

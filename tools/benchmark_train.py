@@ -1,0 +1,241 @@
+"""Time per iteration and peak memory of ``tools/train.py``, DP against
+non-private, and where the DP run's time goes.
+
+Both runs train the same model and optimizer on the same generated MPII
+records for the same epochs through ``tools/train.py`` (logger interval 1,
+no validation, no checkpoint): the non-private one with MMPose's stock
+loop and sampler (batch B), the DP one through the privacy mixin (Poisson
+batches of expected size B; each ``--variants`` entry is one DP run, ``default`` or settings such as
+``max_physical_batch_size=8``). Reported per run: the median of MMEngine's
+per-iteration ``time`` and ``data_time`` after ``--warmup`` iterations, the
+whole run's wall time and its peak RSS (``wait4`` of the process), and for
+DP the samples per step actually drawn. ``--profile`` reruns the DP run
+under cProfile and splits its time into the DP step's parts (the clipping
+engine's forward/backward and per-layer work, the first-step checks, the
+noise and optimizer step, the sampler, the privacy hooks and their epsilon
+queries, data loading). A markdown section goes into ``--out``.
+
+    python tools/benchmark_train.py --out docs/reports/benchmarks.md
+    python tools/benchmark_train.py --records 16 --epochs 1 --preset tiny
+"""
+import argparse
+import glob
+import json
+import os
+import os.path as osp
+import pstats
+import statistics
+import subprocess
+import sys
+import time
+from typing import Dict, List, Optional
+
+sys.path.insert(0, osp.dirname(osp.abspath(__file__)))
+from benchmark_dp_step import write_section  # noqa: E402
+
+ROOT = osp.dirname(osp.dirname(osp.abspath(__file__)))
+#: preset -> (DP config, non-private base config, extra lines of both)
+PRESETS = {
+    'gn-hrnet-w32': (
+        'configs/dp_hrnet_mpii.py',
+        'mmpose::body_2d_keypoint/topdown_heatmap/mpii/'
+        'td-hm_hrnet-w32_8xb64-210e_mpii-256x256.py',
+        "model = dict(backbone=dict(norm_cfg=dict(type='GN', num_groups=32),"
+        ' init_cfg=None))\n'),
+    'tiny': ('configs/synthetic/dp_tiny_hrnet_synthetic.py',
+             'configs/synthetic/tiny_hrnet_synthetic.py', ''),
+}
+#: Profile buckets: (label, functions whose cumulative time it is), most
+#: specific first; a bucket's time excludes the buckets listed before it.
+BUCKETS = [
+    ('privacy set-up (sigma calibration, plan; once)',
+     ['privacy_hook.py:before_run', 'privacy_hook.py:before_train']),
+    ('final accounting (PRV and RDP epsilon; once)',
+     ['privacy_logger_hook.py:after_train']),
+    ('first-step checks (engine verification, loss check; once)',
+     ['verification.py:verify_engine', 'hooks.py:check_same_loss']),
+    ('clipping engine (forward, backward, per-layer work, norms, sums)',
+     ['base.py:clipped_sum']),
+    ('micro-batch preparation (data preprocessor, units, split, padding)',
+     ['optim_wrapper.py:private_micro_batch', 'loops.py:split_batch',
+      'loops.py:batch_unit_ids', 'static_batches.py:pad_micro_batch']),
+    ('noise, scaling, optimizer step', ['optim_wrapper.py:private_step']),
+    ('per-step privacy hooks (ledger, epsilon for the log)',
+     ['privacy_logger_hook.py:after_train_iter',
+      'privacy_hook.py:after_train_iter', 'privacy_hook.py:before_train_iter',
+      'privacy_checkpoint_hook.py:after_train_iter',
+      'budget_stop_hook.py:after_train_iter', 'buffer_guard_hook.py:']),
+    ('data loading (collate, Poisson sampler)', ['dataloader.py:__next__']),
+]
+#: Buckets that run inside an earlier one: (bucket, the ones it contains).
+NESTED = {3: (2, ), 4: (3, )}
+
+
+def write_configs(preset: str, data: str, out: str, batch: int, epochs: int,
+                  privacy: Dict[str, str], name: str = 'dp'
+                  ) -> Dict[str, str]:
+    dp, base, extra = PRESETS[preset]
+    root = data.rstrip('/') + '/'
+    common = f"""data_root = '{root}'
+{extra}train_dataloader = dict(batch_size={batch}, num_workers=0,
+    persistent_workers=False, dataset=dict(data_root=data_root))
+val_dataloader = dict(dataset=dict(data_root=data_root,
+    headbox_file=data_root + 'annotations/mpii_gt_val.mat'))
+test_dataloader = val_dataloader
+train_cfg = dict(max_epochs={epochs}, val_interval={epochs + 1})
+param_scheduler = []
+default_hooks = dict(logger=dict(interval=1),
+                     checkpoint=dict(interval={epochs + 1}, save_last=False,
+                                     save_best=None))
+visualizer = dict(vis_backends=[dict(type='LocalVisBackend')])
+"""
+    settings = ''.join(f', {k}={v}' for k, v in privacy.items())
+    paths = {}
+    for run, parent, tail in (
+            ('nonprivate', base, ''),
+            (name, dp, f'privacy = dict(target_epsilon=8.0{settings})\n')):
+        parent = parent if parent.startswith('mmpose::') else \
+            osp.join(ROOT, parent)
+        paths[run] = osp.join(out, _file_name(run) + '.py')
+        with open(paths[run], 'w') as f:
+            f.write(f"_base_ = ['{parent}']\n" + common + tail)
+    return paths
+
+
+def _file_name(run: str) -> str:
+    return ''.join(c if c.isalnum() else '_' for c in run)
+
+
+def run_train(config: str, work_dir: str, profile: Optional[str] = None
+              ) -> Dict:
+    """Train through tools/train.py; wall time, peak RSS, per-iter log."""
+    cmd = [sys.executable]
+    if profile:
+        cmd += ['-m', 'cProfile', '-o', profile]
+    cmd += [osp.join(ROOT, 'tools', 'train.py'), config, '--work-dir',
+            work_dir]
+    start = time.perf_counter()
+    proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, text=True)
+    output = proc.stdout.read()
+    _, status, usage = os.wait4(proc.pid, 0)
+    wall = time.perf_counter() - start
+    if os.waitstatus_to_exitcode(status) != 0:
+        raise RuntimeError(f'{config} failed:\n{output[-3000:]}')
+    scalars = sorted(glob.glob(osp.join(work_dir, '*', 'vis_data',
+                                        'scalars.json')))[-1]
+    with open(scalars) as f:
+        rows = [json.loads(line) for line in f if '"time"' in line]
+    return dict(wall_s=wall, peak_rss_mib=usage.ru_maxrss / 1024, rows=rows)
+
+
+def summarise(run: Dict, warmup: int) -> Dict:
+    rows = run['rows'][warmup:] or run['rows']
+    return dict(time=statistics.median(r['time'] for r in rows),
+                data_time=statistics.median(r['data_time'] for r in rows),
+                iters=len(run['rows']), wall_s=run['wall_s'],
+                peak_rss_mib=run['peak_rss_mib'])
+
+
+def breakdown(profile: str) -> List[tuple]:
+    """(bucket, seconds) from the DP run's cProfile: each bucket the
+    cumulative time of its functions, less the buckets nested in it."""
+    stats = pstats.Stats(profile).stats
+    total = max(v[3] for v in stats.values())
+    times = [sum(v[3] for (file, _, func), v in stats.items()
+                 if any(_matches(p, file, func) for p in patterns))
+             for _, patterns in BUCKETS]
+    own = [t - sum(times[j] for j in NESTED.get(i, ()))
+           for i, t in enumerate(times)]
+    out = [(label, max(t, 0.0)) for (label, _), t in zip(BUCKETS, own)]
+    out.append(('everything else (imports, runner, other hooks)',
+                max(total - sum(s for _, s in out), 0.0)))
+    return [('total (profiled)', total)] + out
+
+
+def _matches(pattern: str, file: str, func: str) -> bool:
+    where, _, name = pattern.partition(':')
+    return file.endswith(where) and (not name or func == name)
+
+
+def render(preset, batch, epochs, records, res, parts, argv) -> str:
+    base = res['nonprivate']
+    lines = [f'## tools/train.py, {preset}, expected batch {batch}, '
+             f'{epochs} epochs of {records} records on CPU', '',
+             f"`python tools/benchmark_train.py {' '.join(argv)}`", '',
+             '| run | s / iter (median) | data s / iter | iterations | '
+             'wall s | peak RSS MiB |', '|---|---:|---:|---:|---:|---:|']
+    for name, r in res.items():
+        lines.append(f"| {name} | {r['time']:.3f} | {r['data_time']:.3f} | "
+                     f"{r['iters']} | {r['wall_s']:.0f} | "
+                     f"{r['peak_rss_mib']:.0f} |")
+    lines.append('')
+    for name, r in res.items():
+        if name != 'nonprivate':
+            lines.append(
+                f"{name} / non-private: time per iteration "
+                f"{r['time'] / base['time']:.2f}x, peak RSS "
+                f"{r['peak_rss_mib'] / base['peak_rss_mib']:.2f}x, wall "
+                f"{r['wall_s'] / base['wall_s']:.2f}x.")
+    if parts:
+        lines += ['', 'Where the DP run\'s time goes (cProfile, a separate '
+                  'run; profiling slows Python-heavy parts):', '',
+                  '| part | s | share |', '|---|---:|---:|']
+        total = parts[0][1]
+        for label, s in parts:
+            lines.append(f'| {label} | {s:.1f} | {100 * s / total:.0f}% |')
+    return '\n'.join(lines) + '\n'
+
+
+def main(argv: Optional[List[str]] = None) -> Dict:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    p = argparse.ArgumentParser(description=__doc__.split('\n')[0])
+    p.add_argument('--preset', default='gn-hrnet-w32', choices=PRESETS)
+    p.add_argument('--batch-size', type=int, default=8)
+    p.add_argument('--epochs', type=int, default=2)
+    p.add_argument('--records', type=int, default=64)
+    p.add_argument('--warmup', type=int, default=2)
+    p.add_argument('--variants', nargs='*', default=['default'],
+                   help="DP runs: 'default' or KEY=VALUE[,KEY=VALUE] "
+                   'privacy settings (e.g. max_physical_batch_size=8)')
+    p.add_argument('--profile', action='store_true')
+    p.add_argument('--work-dir', default='work_dirs/benchmark_train')
+    p.add_argument('--out', help='markdown file to write the section into')
+    args = p.parse_args(argv)
+    from make_synthetic_mpii import make_synthetic_mpii
+    os.makedirs(args.work_dir, exist_ok=True)
+    data = osp.join(args.work_dir, 'data')
+    if not osp.exists(osp.join(data, 'annotations')):
+        make_synthetic_mpii(data, num_train=args.records, num_val=4, seed=0)
+    configs = {}
+    for variant in args.variants:
+        privacy = {} if variant == 'default' else dict(
+            kv.split('=', 1) for kv in variant.split(','))
+        written = write_configs(args.preset, data, args.work_dir,
+                                args.batch_size, args.epochs, privacy,
+                                'dp' if variant == 'default' else
+                                'dp ' + variant)
+        configs.update(written)
+    res = {}
+    for name, config in configs.items():
+        run = run_train(config, osp.join(args.work_dir, _file_name(name)))
+        res[name] = summarise(run, args.warmup)
+        print(name, {k: round(v, 3) for k, v in res[name].items()},
+              flush=True)
+    parts = []
+    if args.profile:
+        profile = osp.join(args.work_dir, 'dp.prof')
+        first_dp = next(c for n, c in configs.items() if n != 'nonprivate')
+        run_train(first_dp, osp.join(args.work_dir, 'dp_profiled'),
+                  profile)
+        parts = breakdown(profile)
+    text = render(args.preset, args.batch_size, args.epochs, args.records,
+                  res, parts, argv)
+    print(text)
+    if args.out:
+        write_section(args.out, text)
+    return dict(runs=res, breakdown=parts)
+
+
+if __name__ == '__main__':
+    main()
