@@ -67,6 +67,10 @@ BUCKETS = [
       'budget_stop_hook.py:after_train_iter', 'buffer_guard_hook.py:']),
     ('data loading (collate, Poisson sampler)', ['dataloader.py:__next__']),
 ]
+#: Columns of the peak-RSS-by-phase table (tools/rss_by_phase.py's phases).
+PHASE_COLUMNS = ['privacy set-up (calibration, plan)', 'first-step checks',
+                 'clipping engine', 'noise and optimizer step',
+                 'data loading', 'final accounting', 'other']
 #: Buckets that run inside an earlier one: (bucket, the ones it contains).
 NESTED = {3: (2, ), 4: (3, )}
 
@@ -106,13 +110,15 @@ def _file_name(run: str) -> str:
     return ''.join(c if c.isalnum() else '_' for c in run)
 
 
-def run_train(config: str, work_dir: str, profile: Optional[str] = None
-              ) -> Dict:
-    """Train through tools/train.py; wall time, peak RSS, per-iter log."""
+def run_train(config: str, work_dir: str, profile: Optional[str] = None,
+              by_phase: bool = False) -> Dict:
+    """Train through tools/train.py (with ``by_phase``: under
+    tools/rss_by_phase.py); wall time, peak RSS, per-iter log."""
     cmd = [sys.executable]
     if profile:
         cmd += ['-m', 'cProfile', '-o', profile]
-    cmd += [osp.join(ROOT, 'tools', 'train.py'), config, '--work-dir',
+    script = 'rss_by_phase.py' if by_phase else 'train.py'
+    cmd += [osp.join(ROOT, 'tools', script), config, '--work-dir',
             work_dir]
     start = time.perf_counter()
     proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.PIPE,
@@ -126,7 +132,11 @@ def run_train(config: str, work_dir: str, profile: Optional[str] = None
                                         'scalars.json')))[-1]
     with open(scalars) as f:
         rows = [json.loads(line) for line in f if '"time"' in line]
-    return dict(wall_s=wall, peak_rss_mib=usage.ru_maxrss / 1024, rows=rows)
+    phases = [json.loads(line.split(' ', 1)[1])['by_phase']
+              for line in output.splitlines()
+              if line.startswith('RSS_BY_PHASE ')]
+    return dict(wall_s=wall, peak_rss_mib=usage.ru_maxrss / 1024, rows=rows,
+                by_phase=phases[0] if phases else None)
 
 
 def summarise(run: Dict, warmup: int) -> Dict:
@@ -134,7 +144,7 @@ def summarise(run: Dict, warmup: int) -> Dict:
     return dict(time=statistics.median(r['time'] for r in rows),
                 data_time=statistics.median(r['data_time'] for r in rows),
                 iters=len(run['rows']), wall_s=run['wall_s'],
-                peak_rss_mib=run['peak_rss_mib'])
+                peak_rss_mib=run['peak_rss_mib'], by_phase=run['by_phase'])
 
 
 def breakdown(profile: str) -> List[tuple]:
@@ -177,6 +187,15 @@ def render(preset, batch, epochs, records, res, parts, argv) -> str:
                 f"{r['time'] / base['time']:.2f}x, peak RSS "
                 f"{r['peak_rss_mib'] / base['peak_rss_mib']:.2f}x, wall "
                 f"{r['wall_s'] / base['wall_s']:.2f}x.")
+    phased = {n: r['by_phase'] for n, r in res.items() if r['by_phase']}
+    if phased:
+        lines += ['', 'Highest RSS (MiB) seen while each phase ran '
+                  '(tools/rss_by_phase.py, sampled every 20 ms):', '',
+                  '| run | ' + ' | '.join(PHASE_COLUMNS) + ' |',
+                  '|---|' + '---:|' * len(PHASE_COLUMNS)]
+        for name, phases in phased.items():
+            lines.append(f'| {name} | ' + ' | '.join(
+                str(phases.get(c, '')) for c in PHASE_COLUMNS) + ' |')
     if parts:
         lines += ['', 'Where the DP run\'s time goes (cProfile, a separate '
                   'run; profiling slows Python-heavy parts):', '',
@@ -199,6 +218,9 @@ def main(argv: Optional[List[str]] = None) -> Dict:
                    help="DP runs: 'default' or KEY=VALUE[,KEY=VALUE] "
                    'privacy settings (e.g. max_physical_batch_size=8)')
     p.add_argument('--profile', action='store_true')
+    p.add_argument('--memory-by-phase', action='store_true',
+                   help='run under tools/rss_by_phase.py: the peak RSS of '
+                   'each phase (set-up, first-step checks, engine, ...)')
     p.add_argument('--work-dir', default='work_dirs/benchmark_train')
     p.add_argument('--out', help='markdown file to write the section into')
     args = p.parse_args(argv)
@@ -218,7 +240,8 @@ def main(argv: Optional[List[str]] = None) -> Dict:
         configs.update(written)
     res = {}
     for name, config in configs.items():
-        run = run_train(config, osp.join(args.work_dir, _file_name(name)))
+        run = run_train(config, osp.join(args.work_dir, _file_name(name)),
+                        by_phase=args.memory_by_phase)
         res[name] = summarise(run, args.warmup)
         print(name, {k: round(v, 3) for k, v in res[name].items()},
               flush=True)

@@ -14,12 +14,17 @@ def test_benchmark_train_writes_ratios_and_a_breakdown(tmp_path):
     res = benchmark_train.main([
         '--preset', 'tiny', '--records', '8', '--epochs', '1',
         '--batch-size', '4', '--warmup', '0', '--profile',
+        '--memory-by-phase',
         '--variants', 'default', 'physical_batch_size=4',
         '--work-dir', str(tmp_path / 'work'), '--out', str(out)])
     runs = res['runs']
     assert set(runs) == {'nonprivate', 'dp', 'dp physical_batch_size=4'}
     for r in runs.values():
         assert r['iters'] >= 1 and r['time'] > 0 and r['peak_rss_mib'] > 0
+        # Each phase's highest sampled RSS, none above the run's peak.
+        assert 0 < max(r['by_phase'].values()) <= r['peak_rss_mib'] + 1
+    assert 'clipping engine' in runs['dp']['by_phase']
+    assert 'clipping engine' not in runs['nonprivate']['by_phase']
     parts = dict(res['breakdown'])
     total = parts.pop('total (profiled)')
     assert abs(sum(parts.values()) - total) < 1e-6 * total + 1e-9
@@ -28,3 +33,4 @@ def test_benchmark_train_writes_ratios_and_a_breakdown(tmp_path):
     text = out.read_text()
     assert 'dp physical_batch_size=4 / non-private: time per iteration' in text
     assert '| per-step privacy hooks' in text
+    assert '| dp physical_batch_size=4 | ' in text.split('Highest RSS')[1]
