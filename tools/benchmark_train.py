@@ -243,7 +243,8 @@ def main(argv: Optional[List[str]] = None) -> Dict:
         run = run_train(config, osp.join(args.work_dir, _file_name(name)),
                         by_phase=args.memory_by_phase)
         res[name] = summarise(run, args.warmup)
-        print(name, {k: round(v, 3) for k, v in res[name].items()},
+        print(name, {k: round(v, 3) if isinstance(v, float) else v
+                     for k, v in res[name].items()},
               flush=True)
     parts = []
     if args.profile:
