@@ -11,7 +11,6 @@ from torch import nn
 from ..privacy import NoiseStream, PrivacyLedger
 from ..privacy.mechanisms import GaussianMechanism, Mechanism
 from ..privacy.engines import BatchLoss, ClippingEngine, build_engine
-from .host_memory import release_host_memory
 from .mmengine_batch import MMEngineBatchLoss
 from .release import PrivacyBudgetExceeded, Release
 from .trainable_changes import follow_trainable_changes
@@ -254,7 +253,6 @@ class DPOptimWrapper(OptimWrapper):
         self.optimizer.zero_grad(set_to_none=True)
         self._clipped_sum = None
         self._step_units = self._step_micro_batches = 0
-        release_host_memory(self.params[0].device)
 
     def step(self, **kwargs) -> None:
         raise RuntimeError(

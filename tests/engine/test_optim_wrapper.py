@@ -121,19 +121,6 @@ def test_empty_batch_is_a_counted_noise_only_step_with_the_right_std():
     assert update.std().item() == pytest.approx(expected_std, rel=0.35)
 
 
-def test_every_private_step_gives_freed_host_memory_back(monkeypatch):
-    from mmpose_dp.engine import optim_wrapper
-    calls = []
-    monkeypatch.setattr(optim_wrapper, 'release_host_memory',
-                        lambda device: calls.append(device.type))
-    net, ow, _ = _wrapper(sigma=1.0, c=1.0)
-    x, y = _data()
-    for _ in range(2):
-        _private_micro_batch(net, ow, x, y)
-        ow.private_step()
-    assert calls == ['cpu', 'cpu']
-
-
 def test_noise_std_is_sigma_c_over_expected_batch():
     sigma, c, batch = 1.3, 0.2, 16.0
     updates = []
