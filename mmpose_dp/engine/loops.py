@@ -5,7 +5,7 @@ from mmengine.registry import LOOPS
 from mmengine.runner import EpochBasedTrainLoop
 
 from ..datasets import is_empty_batch, unit_ids, unit_key
-from .static_batches import pad_micro_batch, public_dummy
+from .static_batches import check_units_fit, pad_micro_batch, public_dummy
 
 
 def batch_unit_ids(data_batch: Dict, unit: str) -> List[int]:
@@ -105,7 +105,15 @@ class DPEpochBasedTrainLoop(EpochBasedTrainLoop):
     def unit(self) -> str:
         return getattr(self.dataloader.batch_sampler, 'unit', 'instance')
 
+    def check_static_size(self) -> None:
+        """With ``physical_batch_size``: every private unit of the sampler
+        fits one micro-batch (refused before the first step otherwise)."""
+        units = getattr(self.dataloader.batch_sampler, 'units', None)
+        if self.physical_batch_size and units is not None:
+            check_units_fit(units, self.physical_batch_size)
+
     def run(self):
+        self.check_static_size()
         self.runner.call_hook('before_train')
         while (self._epoch < self._max_epochs and not self.stop_training):
             self.run_epoch()

@@ -11,7 +11,7 @@ what lets a compiled or graphed step be replayed (no re-tracing per batch
 size) and bounds a step's memory by P.
 """
 import copy
-from typing import Dict, List, Tuple
+from typing import Dict, List, Sequence, Tuple
 
 import numpy as np
 import torch
@@ -55,6 +55,24 @@ def public_dummy(data_batch: Dict) -> Tuple[torch.Tensor, BaseDataElement]:
             zero_element(copy.deepcopy(data_batch['data_samples'][0])))
 
 
+def unit_too_large(size: int) -> ValueError:
+    """The refusal of a unit with more records than ``size`` (its size is
+    a statistic of private data: the message does not give it)."""
+    return ValueError(
+        'a privacy unit has more records than '
+        f'privacy.physical_batch_size={size}: a unit is never split across '
+        'micro-batches (it is clipped as one). Raise '
+        'privacy.physical_batch_size to the largest unit (people per image '
+        "with privacy.unit='image') or more")
+
+
+def check_units_fit(units: Sequence[Sequence[int]], size: int) -> None:
+    """Refuse, before any step, a dataset with a unit (its record indices)
+    larger than ``size``."""
+    if any(len(unit) > size for unit in units):
+        raise unit_too_large(size)
+
+
 def pad_micro_batch(micro: Dict, units: List[int], size: int,
                     dummy: Tuple[torch.Tensor, BaseDataElement]
                     ) -> Tuple[Dict, List[int], int]:
@@ -62,12 +80,7 @@ def pad_micro_batch(micro: Dict, units: List[int], size: int,
     last ``padded`` samples are copies of ``dummy``, one unit each."""
     real = len(units)
     if real > size:
-        raise ValueError(
-            f'a privacy unit of {real} records does not fit '
-            f'privacy.physical_batch_size={size}: a unit is never split '
-            'across micro-batches (it is clipped as one). Raise '
-            'privacy.physical_batch_size to the largest unit (people per '
-            "image with privacy.unit='image') or more")
+        raise unit_too_large(size)
     padded = size - real
     if not padded:
         return micro, units, 0

@@ -92,8 +92,26 @@ def test_list_valued_targets_are_zeroed_too():
 
 def test_a_unit_larger_than_the_static_size_is_refused():
     batch = dict(inputs=[torch.zeros(1)] * 3, data_samples=[None] * 3)
-    with pytest.raises(ValueError, match='physical_batch_size'):
+    with pytest.raises(ValueError, match='physical_batch_size=2') as err:
         pad_micro_batch(batch, [0, 0, 0], 2, (torch.zeros(1), None))
+    assert '3' not in str(err.value)  # the unit's size is private
+
+
+def test_the_loop_refuses_a_too_large_unit_before_any_step():
+    from types import SimpleNamespace
+
+    from mmpose_dp.engine.loops import DPEpochBasedTrainLoop
+    sampler = SimpleNamespace(units=[[0], [1, 2, 3, 4, 5], [6]])
+    loop = SimpleNamespace(physical_batch_size=4, dataloader=SimpleNamespace(
+        batch_sampler=sampler))
+    with pytest.raises(ValueError, match='physical_batch_size=4') as err:
+        DPEpochBasedTrainLoop.check_static_size(loop)
+    assert '5' not in str(err.value)
+    loop.physical_batch_size = 5
+    DPEpochBasedTrainLoop.check_static_size(loop)  # fits: no error
+    loop.physical_batch_size = None
+    sampler.units = [[0, 1, 2, 3, 4, 5, 6]]
+    DPEpochBasedTrainLoop.check_static_size(loop)  # no static size
 
 
 def test_padding_mask_marks_only_the_last_samples():
