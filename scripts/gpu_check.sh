@@ -1,11 +1,14 @@
 #!/usr/bin/env bash
-# GPU check: on a CUDA machine, 20 private steps of configs/dp_hrnet_mpii.py on
-# generated MPII-format data through tools/train.py (epsilon logged, checkpoint
-# ledger read back), then the step benchmark on CUDA for every clipping engine
-# (and the PDP / hybrid configs as shipped), written as CUDA sections into
-# docs/reports/benchmarks.md. Needs the stack installed (scripts/setup_env.sh, or
-# scripts/prepare_offline_cuda_env.sh offline). Logs go to $RESULTS.
-# PHASE=train or PHASE=bench runs one half (default: both).
+# GPU check: on a CUDA machine, (1) 20 private steps of configs/dp_hrnet_mpii.py
+# on generated MPII-format data through tools/train.py (epsilon logged,
+# checkpoint ledger read back); (3) replayed micro-batches (privacy.cuda_graphs):
+# equal to eager steps (sigma 0, fixed test key), timed against the eager fast
+# engine and non-private, and TinyViT-SimCC / ViTPose-small timed; (2) the step
+# benchmark on CUDA for every clipping engine (and the PDP / hybrid configs as
+# shipped). Results are CUDA sections of docs/reports/benchmarks.md. Needs the
+# stack installed (scripts/setup_env.sh, or scripts/prepare_offline_cuda_env.sh
+# offline). Logs go to $RESULTS.
+# PHASE=train, PHASE=bench or PHASE=graphs runs one part (default: all).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=${PYTHON:-$([ -x .venv/bin/python ] && echo .venv/bin/python || echo python3)}
@@ -31,9 +34,22 @@ if [ "$PHASE" != bench ]; then
 "$PY" tools/privacy_calculator.py --checkpoint "$RESULTS/train/epoch_1.pth" | tee "$RESULTS/ledger.txt"
 fi
 [ "$PHASE" = train ] && exit 0
+bench() { "$PY" tools/benchmark_dp_step.py --device cuda --out "$BENCH" "$@" 2>&1 | tee -a "$RESULTS/bench.log"; }
+
+# 3 first (the newest path): graphed = eager, then the time of each.
+if [ "$PHASE" != bench ]; then
+"$PY" tools/check_cuda_graphs.py --device cuda --out "$BENCH" --preset gn-hrnet-w32 \
+  --physical-batch-size 32 --steps 6 2>&1 | tee -a "$RESULTS/graphs.log"
+"$PY" tools/check_cuda_graphs.py --device cuda --out "$BENCH" --preset hrnet-w32-bn-frozen \
+  --physical-batch-size 32 --steps 6 2>&1 | tee -a "$RESULTS/graphs.log"
+bench --preset gn-hrnet-w32 --batch-size 32 --engines fast fast-graphs
+bench --preset hrnet-w32-bn-frozen --batch-size 32 --engines fast fast-graphs
+bench --preset tinyvit-simcc --batch-size 32 --engines vmap auto
+bench --preset vitpose-small --batch-size 32 --engines vmap auto
+fi
+[ "$PHASE" = graphs ] && exit 0
 
 # 2. The step benchmark on CUDA.
-bench() { "$PY" tools/benchmark_dp_step.py --device cuda --out "$BENCH" "$@" 2>&1 | tee -a "$RESULTS/bench.log"; }
 bench --preset gn-hrnet-w32 --batch-size 8
 bench --preset gn-hrnet-w32 --batch-size 32
 bench --preset hrnet-w32-bn-frozen --batch-size 32 --engines fast hooks auto

@@ -53,10 +53,23 @@ PRESETS = {
         MMPOSE + 'coco/td-hm_ViTPose-small_8xb64-210e_coco-256x192.py',
         (192, 256), dict(batch_norm='freeze'),
         'ViTPose-small (MMPretrain ViT, head BatchNorm frozen)'),
+    'tinyvit-simcc': (
+        'configs/dp_tinyvit_simcc_mpii.py', (192, 256),
+        dict(batch_norm='freeze', trainable=dict(
+            params=[r'^backbone\.stages\.3\.', r'^backbone\.norm3\.',
+                    r'^head\.'], norm_layers=True)),
+        "the paper's TinyViT-5M + SimCC head, its partial fine-tuning"),
     'tiny': ('configs/synthetic/tiny_hrnet_synthetic.py', (64, 64), {},
              'tiny HRNet (8/16/32/64), GroupNorm'),
 }
-ENGINES = ('fast', 'hooks', 'vmap', 'auto')
+#: Engines, and 'fast-graphs': the fast engine's micro-batch recorded once
+#: and replayed (privacy.cuda_graphs; a CUDA graph on a GPU, the eager
+#: form on a CPU).
+ENGINES = ('fast', 'hooks', 'vmap', 'auto', 'fast-graphs')
+#: Untimed steps before the timed ones: the first is the engine's
+#: verification; a replayed mode records on the second and checks two
+#: replays against eager runs.
+WARMUP = {'fast-graphs': 4}
 TITLE = ('# Benchmarks\n\nWritten by `tools/benchmark_dp_step.py` (time and '
          'memory of a step) and `tools/benchmark_accounting.py` (privacy '
          'accounting).')
@@ -68,7 +81,7 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
                    default='gn-hrnet-w32')
     p.add_argument('--batch-size', type=int, default=8)
     p.add_argument('--engines', nargs='+', choices=ENGINES,
-                   default=list(ENGINES))
+                   default=list(ENGINES[:4]))
     p.add_argument('--shipped', help='a ready PDP/hybrid config, as shipped')
     p.add_argument('--steps', type=int, default=3, help='timed steps')
     p.add_argument('--device', help='default: cuda if available, else cpu')
@@ -107,19 +120,28 @@ def build_model(config: str, device: str, privacy: Optional[Dict] = None):
 
 
 def make_batch(cfg, batch: int, size: Sequence[int], device: str):
-    """Random images and heatmap targets ([K, H/4, W/4]) for ``batch``
-    samples at input ``size`` (W, H)."""
+    """Random images and heatmap targets ([K, H/4, W/4]), or SimCC label
+    distributions for a SimCC head, for ``batch`` samples at input
+    ``size`` (W, H)."""
     import torch
     from mmengine.structures import InstanceData, PixelData
     from mmpose.structures import PoseDataSample
     k, (w, h) = cfg.model.head.out_channels, size
+    split = cfg.model.head.get('simcc_split_ratio')
     samples = []
     for _ in range(batch):
         s = PoseDataSample()
-        s.gt_fields = PixelData(
-            heatmaps=torch.rand(k, h // 4, w // 4, device=device))
-        s.gt_instance_labels = InstanceData(
-            keypoint_weights=torch.ones(1, k, device=device))
+        labels = dict(keypoint_weights=torch.ones(1, k, device=device))
+        if split:  # SimCC: x and y label distributions
+            labels.update(
+                keypoint_x_labels=torch.rand(1, k, int(w * split),
+                                             device=device),
+                keypoint_y_labels=torch.rand(1, k, int(h * split),
+                                             device=device))
+        else:
+            s.gt_fields = PixelData(
+                heatmaps=torch.rand(k, h // 4, w // 4, device=device))
+        s.gt_instance_labels = InstanceData(**labels)
         samples.append(s)
     return torch.randn(batch, 3, h, w, device=device), samples
 
@@ -162,6 +184,7 @@ def measure(args: argparse.Namespace) -> Dict[str, Any]:
     sync = torch.cuda.synchronize if cuda else (lambda: None)
     mode = args.measure
     out: Dict[str, Any] = dict(mode=mode)
+    ow = None
     if mode == 'shipped':
         step, info = _shipped_step(args)
         out.update(info)
@@ -181,7 +204,16 @@ def measure(args: argparse.Namespace) -> Dict[str, Any]:
                 model.parse_losses(model.loss(inputs, samples))[0].backward()
                 optimizer.step()
         else:
-            ow = _private_wrapper(model, optimizer, mode, args.batch_size)
+            ow = _private_wrapper(model, optimizer, mode.split('-')[0],
+                                  args.batch_size)
+            if mode == 'fast-graphs':
+                from mmpose_dp.engine.loops import RECORDERS
+                from mmpose_dp.privacy.engines.graphed import (
+                    EagerRecorder, GraphedClippedSum)
+                recorder = RECORDERS.get(args.device.split(':')[0],
+                                         EagerRecorder)
+                ow.graphed = GraphedClippedSum(ow.engine, recorder(),
+                                               strict=True)
             engine = getattr(ow.engine, 'chosen', None) or ow.engine
             batch = dict(inputs=inputs, data_samples=samples)
 
@@ -193,8 +225,9 @@ def measure(args: argparse.Namespace) -> Dict[str, Any]:
     if cuda:
         torch.cuda.reset_peak_memory_stats()
     times = []
-    for i in range(args.steps + 1):  # the first one is the warm-up
-        if i == 1 and mode not in ('nonprivate', 'shipped'):
+    warmup = WARMUP.get(mode, 1)
+    for i in range(args.steps + warmup):  # the first ones warm up
+        if i == warmup and mode not in ('nonprivate', 'shipped'):
             engine = getattr(ow.engine, 'chosen', None) or ow.engine
             if hasattr(engine, 'timings'):
                 engine.timings.clear()
@@ -209,8 +242,10 @@ def measure(args: argparse.Namespace) -> Dict[str, Any]:
         if getattr(engine, 'timings', None):
             out['breakdown'] = {k: v / args.steps
                                 for k, v in engine.timings.items()}
-    out.update(first_step_s=times[0], times=times[1:],
-               median_s=statistics.median(times[1:]),
+    if ow is not None and ow.graphed is not None:
+        out['graphed'] = dict(ow.graphed.counts, reason=ow.graphed.reason)
+    out.update(first_step_s=times[0], times=times[warmup:],
+               median_s=statistics.median(times[warmup:]),
                load=os.getloadavg()[0],
                peak_rss_kib=resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)
     if cuda:
@@ -340,8 +375,9 @@ def render(args, argv, res) -> str:
         'parameters in the DP step; random images and heatmap targets',
         '- DP step: DPOptimWrapper (clip at C = 0.1, noise sigma = 1.0, '
         '/ B) + AdamW, one micro-batch; non-private: forward, backward, '
-        'AdamW. Median of the timed steps after one warm-up, each mode in '
-        'its own process', '', *table(res)]) + '\n'
+        'AdamW. Median of the timed steps after one warm-up (fast-graphs: '
+        'four, the recording and two checked replays), each mode in its '
+        'own process', '', *table(res)]) + '\n'
 
 
 def render_shipped(args, argv, d) -> str:

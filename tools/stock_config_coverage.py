@@ -16,15 +16,23 @@ table (trained, or refused with the reason; engine, trainable parameters,
 BatchNorm handling, epsilon and wall time per config) as markdown and JSON.
 Resumable: a config already in ``coverage.json`` is not run again, so a
 long sweep (COCO) can be finished over several sittings; ``--only``
-selects configs by substring (a family).
+selects configs by substring (a family). ``--retry killed`` reruns the
+rows of that status (replacing them), and ``--privacy KEY=VALUE`` adds
+privacy settings (e.g. ``max_physical_batch_size=1`` for a model whose
+per-sample gradients do not fit at the sweep's batch); a row records the
+settings it ran with.
 
 Usage::
 
     python tools/stock_config_coverage.py --out work_dirs/coverage
     python tools/stock_config_coverage.py --dataset coco \
         --out work_dirs/coverage_coco [--only mspn rsn]
+    python tools/stock_config_coverage.py --dataset coco \
+        --out work_dirs/coverage_coco --only ViTPose-large --retry killed \
+        --privacy max_physical_batch_size=1
 """
 import argparse
+import ast
 import glob
 import json
 import os
@@ -56,15 +64,34 @@ def stock_configs(dataset: str = 'mpii') -> List[str]:
                   for p in glob.glob(osp.join(base, pattern)))
 
 
+#: Privacy settings added to every config of a sweep (``--privacy``).
+PRIVACY_EXTRA: Dict = {}
+
+
+def parse_privacy(items: List[str]) -> Dict:
+    """``['max_physical_batch_size=1', ...]`` -> a dict of literals."""
+    out = {}
+    for item in items:
+        key, sep, value = item.partition('=')
+        if not sep or not key.isidentifier():
+            raise SystemExit(f'--privacy takes KEY=VALUE, got {item!r}')
+        try:
+            out[key] = ast.literal_eval(value)
+        except (ValueError, SyntaxError):
+            out[key] = value
+    return out
+
+
 def _write(stock: str, data: str, path: str, datasets: str) -> None:
     """The stock config + the mixin, 1 epoch of batch 2, ``datasets`` (the
     dataloader lines of the data format)."""
     root = data.rstrip('/') + '/'
+    privacy = dict(target_epsilon=8.0, max_grad_norm=1.0, **PRIVACY_EXTRA)
     text = f"""_base_ = ['mmpose::{stock}',
           '{ROOT}/configs/_base_/dp_sgd.py']
 data_root = '{root}'
 model = dict(backbone=dict(init_cfg=None))
-privacy = dict(target_epsilon=8.0, max_grad_norm=1.0)
+privacy = {privacy!r}
 {datasets}test_dataloader = val_dataloader
 train_cfg = dict(max_epochs=1, val_interval=1)
 default_hooks = dict(logger=dict(interval=1),
@@ -201,6 +228,8 @@ def run_one(stock: str, data: str, out: str, python: str,
     with open(osp.join(work, 'train_output.log'), 'w') as f:
         f.write(log)
     row = dict(config=stock, name=name, seconds=round(time.time() - start))
+    if PRIVACY_EXTRA:
+        row['privacy'] = dict(PRIVACY_EXTRA)
     if proc.returncode < 0:  # a signal: the OS killed it (memory, most often)
         return dict(row, status='killed', reason=(
             f'killed by signal {-proc.returncode} after {row["seconds"]} s '
@@ -260,16 +289,18 @@ def markdown(rows: List[Dict], dataset: str = 'mpii') -> str:
         '|---|---|---:|---:|---|---:|---|---:|---:|---:|'
     ]
     for r in rows:
+        name = r['name'] + ''.join(f'; {k}={v!r}' for k, v in
+                                   (r.get('privacy') or {}).items())
         if r['status'] == 'trained':
             value = r.get('pckh') if dataset == 'mpii' else r.get('ap')
             value = '' if value is None else f'{value:.3g}'
             lines.append(
-                f"| {r['name']} | trained, tested | {r['steps']} | "
+                f"| {name} | trained, tested | {r['steps']} | "
                 f"{r['epsilon']:.2f} | {r['engine']} | {r['trainable']:,} | "
                 f"{r['batch_norm']} | {r['patched']} | {value} | "
                 f"{r['seconds']} |")
         else:
-            lines.append(f"| {r['name']} | **{r['status']}**: "
+            lines.append(f"| {name} | **{r['status']}**: "
                          f"{r['reason']} | | | | | | | | {r['seconds']} |")
     return '\n'.join(lines) + '\n'
 
@@ -302,7 +333,17 @@ def main(argv=None):
     parser.add_argument('--rerender', action='store_true',
                         help='rewrite the table of an earlier run from its '
                         'logs (with --extra: run only the extra models)')
+    parser.add_argument('--retry', nargs='*', default=[],
+                        metavar='STATUS',
+                        help='rerun the recorded rows of these statuses '
+                        '(e.g. killed), replacing them')
+    parser.add_argument('--privacy', nargs='*', default=[],
+                        metavar='KEY=VALUE',
+                        help='privacy settings added to every config run '
+                        '(e.g. max_physical_batch_size=1)')
     args = parser.parse_args(argv)
+    PRIVACY_EXTRA.clear()
+    PRIVACY_EXTRA.update(parse_privacy(args.privacy))
     out = osp.abspath(args.out)
     os.makedirs(out, exist_ok=True)
     data = _data(args.dataset, out, args.num_train)
@@ -313,12 +354,12 @@ def main(argv=None):
     rows = json.load(open(record)) if osp.exists(record) else []
     if args.rerender:
         rows, configs = [r for r in rerender(out) if not r.get('extra')], []
-    done = {r['config'] for r in rows}
+    done = {r['config'] for r in rows if r['status'] not in args.retry}
     for i, stock in enumerate(configs):
         if stock in done:
             continue
         row = run_one(stock, data, out, sys.executable, writer)
-        rows.append(row)
+        rows = [r for r in rows if r['config'] != stock] + [row]
         with open(record, 'w') as f:
             json.dump(rows, f, indent=1)
         print(f"[{i + 1}/{len(configs)}] {row['name']}: {row['status']} "

@@ -20,6 +20,7 @@ privacy = dict(
     # noise_multiplier=1.0,   # give sigma instead of calibrating it
     # max_physical_batch_size=16,  # micro-batches for large logical batches
     # physical_batch_size=16,  # ... or exactly 16 each, padded (static)
+    # cuda_graphs='auto',  # with physical_batch_size on a GPU: replay
     # noise_seed=None, sampler_seed=None,  # None: secret (fixed voids DP)
     # mechanism='gaussian',  # or dict(type='banded_mf', bands=4)
     # log_private_metrics=False,  # True: un-noised loss/accuracy in the log

@@ -1,10 +1,16 @@
 """Epoch loop whose iteration is one logical DP step (LOOPS)."""
-from typing import Dict, List, Optional, Tuple
+from typing import Dict, List, Optional, Tuple, Union
 
+from mmengine.logging import print_log
 from mmengine.registry import LOOPS
 from mmengine.runner import EpochBasedTrainLoop
 
 from ..datasets import is_empty_batch, unit_ids, unit_key
+from ..privacy.engines.graphed import CudaGraphRecorder, GraphedClippedSum
+
+#: The recorder of replayed micro-batches per device type (a CUDA graph;
+#: tests add the CPU's eager form).
+RECORDERS = {'cuda': CudaGraphRecorder}
 from .static_batches import check_units_fit, pad_micro_batch, public_dummy
 
 
@@ -62,7 +68,9 @@ class DPEpochBasedTrainLoop(EpochBasedTrainLoop):
 
     With ``physical_batch_size`` every micro-batch has exactly that many
     samples: a short one is padded with a public dummy crop whose clip
-    factor is 0 (:mod:`.static_batches`), for a static shape.
+    factor is 0 (:mod:`.static_batches`), for a static shape, and
+    ``cuda_graphs`` replays a recorded micro-batch on a GPU
+    (:mod:`mmpose_dp.privacy.engines.graphed`).
 
     Args:
         max_physical_batch_size: micro-batch size (None: no split).
@@ -73,6 +81,9 @@ class DPEpochBasedTrainLoop(EpochBasedTrainLoop):
             visualiser backends. Off by default: they are statistics of
             private data outside the guarantee. Checkpoints never hold them
             (:class:`PrivacyCheckpointHook` removes them).
+        cuda_graphs: ``True`` (replay or refuse), ``'auto'`` (replay where
+            possible, otherwise eager with the reason logged) or ``False``
+            (default: eager); needs ``physical_batch_size`` and a CUDA model.
     """
 
     def __init__(self,
@@ -82,7 +93,15 @@ class DPEpochBasedTrainLoop(EpochBasedTrainLoop):
                  max_physical_batch_size: Optional[int] = None,
                  log_private_metrics: bool = False,
                  physical_batch_size: Optional[int] = None,
+                 cuda_graphs: Union[bool, str] = False,
                  **kwargs) -> None:
+        if cuda_graphs not in (True, False, 'auto'):
+            raise ValueError("privacy.cuda_graphs must be True, False or "
+                             f"'auto', got {cuda_graphs!r}")
+        if cuda_graphs is True and not physical_batch_size:
+            raise ValueError(
+                'privacy.cuda_graphs=True replays one recorded micro-batch '
+                'shape: set privacy.physical_batch_size too')
         super().__init__(runner, dataloader, max_epochs, **kwargs)
         for key, value in (('max_physical_batch_size',
                             max_physical_batch_size),
@@ -98,6 +117,7 @@ class DPEpochBasedTrainLoop(EpochBasedTrainLoop):
                 'privacy.max_physical_batch_size (at most that size)')
         self.max_physical_batch_size = max_physical_batch_size
         self.physical_batch_size = physical_batch_size
+        self.cuda_graphs = cuda_graphs
         self._dummy = None
         self.log_private_metrics = log_private_metrics
 
@@ -112,8 +132,32 @@ class DPEpochBasedTrainLoop(EpochBasedTrainLoop):
         if self.physical_batch_size and units is not None:
             check_units_fit(units, self.physical_batch_size)
 
+    def set_up_cuda_graphs(self) -> Optional[GraphedClippedSum]:
+        """Give the optim wrapper a replaying clipped sum where
+        ``cuda_graphs`` asks for one and the run allows it."""
+        if self.cuda_graphs is False:
+            return None
+        wrapper = self.runner.optim_wrapper
+        why = None
+        if not self.physical_batch_size:
+            why = 'privacy.physical_batch_size is not set'
+        elif wrapper.params[0].device.type not in RECORDERS:
+            why = 'the model is not on a CUDA device'
+        if why is not None:
+            if self.cuda_graphs is True:
+                raise ValueError(f'privacy.cuda_graphs=True: {why}')
+            print_log(f"[privacy] cuda_graphs='auto': eager steps ({why})",
+                      logger='current')
+            return None
+        wrapper.graphed = GraphedClippedSum(
+            wrapper.engine, RECORDERS[wrapper.params[0].device.type](),
+            strict=self.cuda_graphs is True,
+            log=lambda msg: print_log(msg, logger='current'))
+        return wrapper.graphed
+
     def run(self):
         self.check_static_size()
+        graphed = self.set_up_cuda_graphs()
         self.runner.call_hook('before_train')
         while (self._epoch < self._max_epochs and not self.stop_training):
             self.run_epoch()
@@ -124,6 +168,10 @@ class DPEpochBasedTrainLoop(EpochBasedTrainLoop):
                          or self._epoch == self._max_epochs
                          or self.stop_training)):
                 self.runner.val_loop.run()
+        if graphed is not None:
+            print_log(f'[privacy] cuda_graphs: micro-batches {graphed.counts}'
+                      + (f'; off: {graphed.reason}' if graphed.reason else ''),
+                      logger='current')
         self.runner.call_hook('after_train')
         return self.runner.model
 

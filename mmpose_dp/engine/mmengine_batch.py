@@ -180,12 +180,11 @@ class MMEngineBatchLoss(BatchLoss):
                     set_path(sample, path, value.double())
         return dict(inputs=batch['inputs'].double(), data_samples=samples)
 
-    def split(self, batch) -> Tuple[List[torch.Tensor], object]:
-        """Every per-sample field goes into ``vmap``: tensors, and tensors
-        in lists (MSPN/RSN's multi-level heatmaps), of every data field of
-        the samples. A non-tensor field or metainfo key that differs between
-        the samples cannot be split: it is removed from the template, so a
-        loss that reads it fails instead of reading sample 0's value."""
+    @staticmethod
+    def _split(batch) -> Tuple[List[torch.Tensor], BaseDataElement,
+                               List[Path]]:
+        """(stacked tensors, template sample, their paths): see
+        :meth:`split`."""
         samples = batch['data_samples']
         template = samples[0].clone()
         vmapped: List[Tuple] = []
@@ -200,6 +199,15 @@ class MMEngineBatchLoss(BatchLoss):
         for key in list(template.metainfo_keys()):
             if not _all_equal([s.metainfo.get(key) for s in samples]):
                 delattr(template, key)
+        return tensors, template, vmapped
+
+    def split(self, batch) -> Tuple[List[torch.Tensor], object]:
+        """Every per-sample field goes into ``vmap``: tensors, and tensors
+        in lists (MSPN/RSN's multi-level heatmaps), of every data field of
+        the samples. A non-tensor field or metainfo key that differs between
+        the samples cannot be split: it is removed from the template, so a
+        loss that reads it fails instead of reading sample 0's value."""
+        tensors, template, vmapped = self._split(batch)
 
         def rebuild(slices) -> Dict:
             sample = template.clone()
@@ -211,3 +219,50 @@ class MMEngineBatchLoss(BatchLoss):
 
     def per_sample_context(self):
         return accuracy_without_data()
+
+    def static_parts(self, batch):
+        """As :meth:`split`, with ``build`` making a whole batch whose
+        samples' tensor fields are rows of the given tensors and which holds
+        nothing else: no other data field, no metainfo (per-record values,
+        which a recorded step would replay as constants). A loss that reads
+        one fails when recorded; one that would read it with a default is
+        caught by the replays' comparison with eager runs on the batches as
+        given. The signature is the tensor fields' paths."""
+        tensors, template, vmapped = self._split(batch)
+        for path in data_paths(template):
+            if path not in vmapped:
+                delete_path(template, path)
+        for key in list(template.metainfo_keys()):
+            delattr(template, key)
+
+        def build(static: List[torch.Tensor]) -> Dict:
+            samples = []
+            for i in range(len(static[0])):
+                sample = template.clone()
+                for path, value in zip(vmapped, static[1:]):
+                    set_path(sample, path, value[i])
+                samples.append(sample)
+            return dict(inputs=static[0], data_samples=samples)
+
+        return tensors, build, vmapped
+
+    @contextlib.contextmanager
+    def replay_context(self, model):
+        """MMPose heads compute a training accuracy on the host
+        (``to_numpy``) unless ``train_cfg.compute_acc`` is False: off here
+        (a recorded step cannot read data back; the accuracy of private
+        batches is not logged by default anyway)."""
+        module = self._module(model)
+        train_cfg = getattr(module, 'train_cfg', None)
+        if not isinstance(train_cfg, dict):
+            yield
+            return
+        saved = train_cfg.get('compute_acc', None)
+        train_cfg['compute_acc'] = False
+        try:
+            yield
+        finally:
+            if saved is None:
+                train_cfg.pop('compute_acc')
+            else:
+                train_cfg['compute_acc'] = saved

@@ -85,6 +85,9 @@ class DPOptimWrapper(OptimWrapper):
         #: Called with a :class:`Release` after every step's noise and
         #: reduction (tools/check_sensitivity.py); empty in training.
         self.release_observers: List[Callable[[Release], None]] = []
+        #: Replays of recorded micro-batches (CUDA graphs), set by the loop
+        #: with ``privacy.cuda_graphs``; None: the engine, eagerly.
+        self.graphed = None
         self._clipped_sum: Optional[List[torch.Tensor]] = None
         self._step_units = 0
         self._step_micro_batches = 0
@@ -155,9 +158,10 @@ class DPOptimWrapper(OptimWrapper):
             raise ValueError('one privacy unit id per sample is needed')
         sync = model.no_sync() if hasattr(model, 'no_sync') else \
             contextlib.nullcontext()
+        clipper = self.graphed or self.engine
         with sync:
-            summed, loss = self.engine.clipped_sum(batch, units,
-                                                   self.max_grad_norm, padded)
+            summed, loss = clipper.clipped_sum(batch, units,
+                                               self.max_grad_norm, padded)
         self._inner_count += 1
         self._step_units += len(set(units)) - padded
         self._step_micro_batches += 1

@@ -25,7 +25,7 @@ from .privacy_session import HOOKS_KEYS
 HOOK_KEYS = sum(HOOKS_KEYS.values(), ())
 OPTIM_KEYS = ('max_grad_norm', 'noise_seed', 'engine')
 LOOP_KEYS = ('max_physical_batch_size', 'log_private_metrics',
-             'physical_batch_size')
+             'physical_batch_size', 'cuda_graphs')
 SAMPLER_KEYS = ('sampler_seed', 'unit')
 #: Applied by DPRunner itself to the built model.
 MODEL_KEYS = ('batch_norm', 'trainable')

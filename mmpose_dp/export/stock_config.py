@@ -32,7 +32,7 @@ PROJECT_MODEL_TYPES = {'GNHeatmapHead', 'GNSimCCHead', 'UpsampleSimCCHead',
                        'GroupNormTopdownPoseEstimator'}
 DP_HOOKS = set(PRIVACY_HOOKS)
 DP_LOOP_KEYS = ('max_physical_batch_size', 'log_private_metrics',
-                'physical_batch_size')
+                'physical_batch_size', 'cuda_graphs')
 DP_OPTIM_KEYS = ('max_grad_norm', 'noise_seed', 'engine')
 
 

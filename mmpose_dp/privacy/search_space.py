@@ -25,6 +25,7 @@ from .errors import NotPrivateError
 ALLOWED = ('optim_wrapper.', 'param_scheduler', 'model.', 'randomness.',
            'privacy.max_grad_norm', 'privacy.engine',
            'privacy.max_physical_batch_size', 'privacy.physical_batch_size',
+           'privacy.cuda_graphs',
            'privacy.batch_norm',
            'privacy.trainable', 'privacy.projection.',
            'privacy.public_features.')

@@ -2,6 +2,8 @@
 stock MPII configs (the full table: docs/reports/stock_config_coverage.md)."""
 import json
 
+import pytest
+
 from stock_config_coverage import main, stock_configs, write_coco_config
 
 
@@ -83,3 +85,45 @@ def test_a_combined_aic_coco_config_trains_on_its_coco_part_alone(tmp_path):
     write_coco_config(plain, str(tmp_path / 'data'), path)
     dataset = Config.fromfile(path).train_dataloader.dataset
     assert dataset.type == 'CocoDataset' and dataset.data_root.endswith('data/')
+
+
+def test_a_retry_reruns_only_rows_of_that_status_with_the_settings(
+        tmp_path, monkeypatch):
+    import stock_config_coverage as coverage
+    configs = [c for c in stock_configs('coco') if 'ViTPose-small' in c
+               or 'mobilenetv2_8xb64-210e_coco-256x192' in c]
+    assert len(configs) == 2
+    killed, trained = configs
+    rows = [dict(config=killed, name='a', seconds=9, status='killed',
+                 reason='killed by signal 9'),
+            dict(config=trained, name='b', seconds=5, status='trained',
+                 steps=1, epsilon=7.9, engine='fast', trainable=1,
+                 batch_norm='none', patched='0', ap=0.0, pckh=None)]
+    (tmp_path / 'coverage.json').write_text(json.dumps(rows))
+    (tmp_path / 'data' / 'person_detection_results').mkdir(parents=True)
+    ran, written = [], []
+
+    def run_one(stock, data, out, python, writer):
+        path = str(tmp_path / 'config.py')
+        writer(stock, data, path)
+        written.append(open(path).read())
+        ran.append(stock)
+        return dict(config=stock, name='a', seconds=1, status='refused',
+                    reason='x', privacy=dict(coverage.PRIVACY_EXTRA))
+
+    monkeypatch.setattr(coverage, 'run_one', run_one)
+    monkeypatch.setattr(coverage, 'write_coco_config',
+                        lambda stock, data, path: coverage._write(
+                            stock, data, path, ''))
+    out = main(['--dataset', 'coco', '--out', str(tmp_path), '--only',
+                'ViTPose-small', 'mobilenetv2_8xb64-210e_coco-256x192',
+                '--retry', 'killed', '--privacy',
+                'max_physical_batch_size=1'])
+    assert ran == [killed]  # the trained row is kept, not rerun
+    assert "'max_physical_batch_size': 1" in written[0]
+    assert [r['config'] for r in out] == [trained, killed]
+    assert out[1]['privacy'] == {'max_physical_batch_size': 1}
+    assert "a; max_physical_batch_size=1 | **refused**" in \
+        (tmp_path / 'coverage.md').read_text()
+    with pytest.raises(SystemExit):
+        coverage.parse_privacy(['no_value'])

@@ -68,6 +68,23 @@ class BatchLoss:
         code that reads tensor data out of ``vmap``)."""
         return contextlib.nullcontext()
 
+    def static_parts(self, batch) -> Tuple[List[torch.Tensor], Callable,
+                                           object]:
+        """``(tensors, build, signature)`` of a batch, for a replayed
+        (CUDA-graph) step: its per-sample tensors (leading sample
+        dimension); ``build(tensors)``, the batch reading exactly those
+        tensors (views: a replay sees whatever they hold) and nothing else
+        of the batch; and a signature (comparable with ``==``) that two
+        batches must share for one to be replayed in the other's
+        buffers."""
+        tensors, _ = self.split(batch)
+        return list(tensors), tuple, None
+
+    def replay_context(self, model: nn.Module):
+        """A context around a recorded (replayed) loss: what the loss may
+        not do there (read tensor data back to the host) switched off."""
+        return contextlib.nullcontext()
+
 
 class TensorBatchLoss(BatchLoss):
     """A batch that is a tuple of tensors sharing the leading sample

@@ -61,6 +61,7 @@ class FastEngine(ClippingEngine):
                 k for k, q in enumerate(layer.params) if q is p)))
         self._handles = []
         self._batch = None
+        self._aranges: Dict[int, torch.Tensor] = {}
         # Tensor hooks on outputs must see them before any in-place change.
         self.inplace = disable_inplace_activations(model)
         self._checked = False
@@ -75,6 +76,18 @@ class FastEngine(ClippingEngine):
         now = time.perf_counter()
         self.timings[phase] = self.timings.get(phase, 0.0) + now - start
         return now
+
+    def _units_tensor(self, units, identity: bool) -> torch.Tensor:
+        """The units on the device; ``arange(B)`` made once per size (no
+        host-to-device copy per micro-batch, which a recorded CUDA graph
+        could not hold)."""
+        device = self.params[0].device
+        if not identity:
+            return torch.tensor(units, device=device)
+        if len(units) not in self._aranges:
+            self._aranges[len(units)] = torch.arange(len(units),
+                                                     device=device)
+        return self._aranges[len(units)]
 
     @property
     def busy(self) -> bool:
@@ -106,9 +119,9 @@ class FastEngine(ClippingEngine):
 
     def _clipped_sum(self, batch, units, max_grad_norm, unit_mask=None):
         self._batch = self.batch_loss.num_samples(batch)
-        units_t = torch.tensor(units, device=self.params[0].device)
-        num_units = max(units) + 1
         identity = is_identity(units)
+        units_t = self._units_tensor(units, identity)
+        num_units = max(units) + 1
         for layer in self.layers.values():
             layer.reset()
             layer.units, layer.num_units = units_t, num_units
