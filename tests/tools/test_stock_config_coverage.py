@@ -90,7 +90,7 @@ def test_a_combined_aic_coco_config_trains_on_its_coco_part_alone(tmp_path):
 def test_a_retry_reruns_only_rows_of_that_status_with_the_settings(
         tmp_path, monkeypatch):
     import stock_config_coverage as coverage
-    configs = [c for c in stock_configs('coco') if 'ViTPose-small' in c
+    configs = [c for c in stock_configs('coco') if 'ViTPose-small_' in c
                or 'mobilenetv2_8xb64-210e_coco-256x192' in c]
     assert len(configs) == 2
     killed, trained = configs
@@ -116,7 +116,7 @@ def test_a_retry_reruns_only_rows_of_that_status_with_the_settings(
                         lambda stock, data, path: coverage._write(
                             stock, data, path, ''))
     out = main(['--dataset', 'coco', '--out', str(tmp_path), '--only',
-                'ViTPose-small', 'mobilenetv2_8xb64-210e_coco-256x192',
+                'ViTPose-small_', 'mobilenetv2_8xb64-210e_coco-256x192',
                 '--retry', 'killed', '--privacy',
                 'max_physical_batch_size=1'])
     assert ran == [killed]  # the trained row is kept, not rerun
