@@ -23,4 +23,16 @@ tar xzf "$WHEELS"/mmcv-2.1.0.tar.gz -C "$BUILD"
 sed -i 's/-std=c++1[47]/-std=c++20/g' "$BUILD/mmcv-2.1.0/setup.py"
 CUDA_VISIBLE_DEVICES='' MMCV_WITH_OPS=1 MAX_JOBS=${MAX_JOBS:-$(nproc)} \
   "$PY" -m pip install -q --no-index --no-deps --no-build-isolation --target "$TARGET" "$BUILD/mmcv-2.1.0"
-"$PY" -c "import torch, mmcv.ops, mmpose.models, opacus, prv_accountant, mmpose_dp; print('[prepare] ok: torch', torch.__version__, 'cuda', torch.cuda.is_available())"
+# mmpretrain 1.2.0 imports its multimodal models (BLIP, ...) whenever
+# transformers >= 4.28 is installed, and with transformers >= 5 they fail to
+# import ("TypeError: NoneType takes no arguments": PreTrainedModel is gone
+# from where they look). That was the failed MMPretrain import of the last GPU
+# run (the image has transformers 5.x); reproduced on the CPU with
+# transformers 5.17.0. This project uses none of those models: on such a
+# machine (a throwaway GPU image) transformers is uninstalled.
+if ! "$PY" -c "import mmpretrain.models" 2>/dev/null && \
+   "$PY" -c "import importlib.metadata as m, sys; sys.exit(int(m.version('transformers').split('.')[0]) < 5)" 2>/dev/null; then
+  echo "[prepare] transformers >= 5 breaks mmpretrain 1.2.0's import: uninstalling transformers"
+  "$PY" -m pip uninstall -q -y transformers
+fi
+"$PY" -c "import torch, mmcv.ops, mmpose.models, mmpretrain.models, opacus, prv_accountant, mmpose_dp; print('[prepare] ok: torch', torch.__version__, 'cuda', torch.cuda.is_available())"

@@ -34,3 +34,19 @@ def test_benchmark_train_writes_ratios_and_a_breakdown(tmp_path):
     assert 'dp physical_batch_size=4 / non-private: time per iteration' in text
     assert '| per-step privacy hooks' in text
     assert '| dp physical_batch_size=4 | ' in text.split('Highest RSS')[1]
+
+
+def test_each_logged_time_is_its_own_iterations(tmp_path):
+    # A window mean (MMPose's 50) would carry the first DP step's one-off
+    # checks into every later iteration of a short run.
+    from mmengine.config import Config
+
+    import benchmark_train
+    paths = benchmark_train.write_configs('tiny', str(tmp_path / 'data'),
+                                          str(tmp_path), 4, 1, {})
+    for path in paths.values():
+        assert Config.fromfile(path).log_processor.window_size == 1
+    rows = [dict(time=t, data_time=0.0) for t in (30.0, 2.0, 3.0, 1.0)]
+    run = dict(rows=rows, wall_s=36.0, peak_rss_mib=1.0, by_phase=None)
+    summary = benchmark_train.summarise(run, warmup=1)
+    assert summary['time'] == 2.0 and summary['mean_time'] == 2.0
