@@ -6,7 +6,8 @@ launch no kernel; counted per phase: the micro-batch (forward, backward
 with the engine's per-layer work, norms, clipped sum) and the step (noise,
 scaling, optimizer), after one warm-up step (the first step's checks are
 not counted). Writes a markdown table per preset and batch size into
-``--out`` (keeping other sections) and prints it.
+``--out`` (keeping other sections) and prints it; an engine that refuses
+the model is a row with its reason.
 
     python tools/count_step_ops.py --preset gn-hrnet-w32 --batch-size 4
     python tools/count_step_ops.py --preset tiny --batch-size 4 --out /tmp/o.md
@@ -90,6 +91,9 @@ def render(preset: str, batch: int, res: Dict[str, Dict], argv) -> str:
              '| mode | micro-batch | step | total | vs non-private | top ops |',
              '|---|---:|---:|---:|---:|---|']
     for mode, phases in res.items():
+        if isinstance(phases, str):  # the engine refused the model
+            lines.append(f'| {mode} | refused | | | | {phases[:160]} |')
+            continue
         total = sum(sum(c.values()) for c in phases.values())
         top = sum(phases.values(), collections.Counter()).most_common(6)
         lines.append(
@@ -108,8 +112,14 @@ def main(argv: Optional[List[str]] = None) -> Dict[str, Dict]:
     p.add_argument('--engines', nargs='+', default=['fast', 'hooks'])
     p.add_argument('--out', help='markdown file to write the table into')
     args = p.parse_args(argv)
-    res = {mode: count(args.preset, mode, args.batch_size)
-           for mode in ['nonprivate'] + args.engines}
+    res = {}
+    for mode in ['nonprivate'] + args.engines:
+        try:
+            res[mode] = count(args.preset, mode, args.batch_size)
+        except Exception as err:  # noqa: BLE001 (a refusal is a row)
+            if mode == 'nonprivate':
+                raise
+            res[mode] = f'{type(err).__name__}: {err}'.replace('|', '/')
     text = render(args.preset, args.batch_size, res, argv)
     print(text)
     if args.out:

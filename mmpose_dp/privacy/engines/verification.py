@@ -26,6 +26,7 @@ import torch
 
 from .. import clipping
 from ..errors import NotPrivateError
+from .heap import returned_to_os
 
 #: The probe's privacy units (sample i belongs to unit PROBE_UNITS[i]).
 PROBE_UNITS = [1, 0, 0]
@@ -110,15 +111,17 @@ def verify_engine(engine, batch) -> float:
     largest relative error, or raises :class:`NotPrivateError`."""
     generator = torch.Generator().manual_seed(PROBE_SEED)
     probe = engine.batch_loss.probe(batch, len(PROBE_UNITS), generator)
-    try:
-        with in_float64(engine.model):
-            return _compare(engine, engine.batch_loss.to_float64(probe),
-                            RTOL)
-    except NotPrivateError:
-        raise
-    except (RuntimeError, TypeError, NotImplementedError):
-        # e.g. a compiled op without a float64 kernel
-        return _compare(engine, probe, RTOL_OWN_PRECISION)
+    # Its float64 buffers would otherwise stay resident for the whole run.
+    with returned_to_os():
+        try:
+            with in_float64(engine.model):
+                return _compare(engine, engine.batch_loss.to_float64(probe),
+                                RTOL)
+        except NotPrivateError:
+            raise
+        except (RuntimeError, TypeError, NotImplementedError):
+            # e.g. a compiled op without a float64 kernel
+            return _compare(engine, probe, RTOL_OWN_PRECISION)
 
 
 def _compare(engine, probe, rtol: float) -> float:
