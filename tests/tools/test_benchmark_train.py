@@ -31,7 +31,8 @@ def test_benchmark_train_writes_ratios_and_a_breakdown(tmp_path):
     assert parts['privacy set-up (sigma calibration, plan; once)'] > 0
     assert parts[benchmark_train.BUCKETS[3][0]] > 0  # the engine ran
     text = out.read_text()
-    assert 'dp physical_batch_size=4 / non-private: time per iteration' in text
+    assert 'dp physical_batch_size=4 / non-private: time per expected ' \
+        'batch' in text
     assert '| per-step privacy hooks' in text
     assert '| dp physical_batch_size=4 | ' in text.split('Highest RSS')[1]
 
@@ -46,7 +47,28 @@ def test_each_logged_time_is_its_own_iterations(tmp_path):
                                           str(tmp_path), 4, 1, {})
     for path in paths.values():
         assert Config.fromfile(path).log_processor.window_size == 1
-    rows = [dict(time=t, data_time=0.0) for t in (30.0, 2.0, 3.0, 1.0)]
-    run = dict(rows=rows, wall_s=36.0, peak_rss_mib=1.0, by_phase=None)
+    rows = [dict(time=t, data_time=0.0, step=i + 1)
+            for i, t in enumerate((30.0, 2.0, 3.0, 1.0))]
+    run = dict(rows=rows, wall_s=36.0, peak_rss_mib=1.0, by_phase=None,
+               batch=4)
     summary = benchmark_train.summarise(run, warmup=1)
     assert summary['time'] == 2.0 and summary['mean_time'] == 2.0
+    # Per expected batch: 6 s for 3 iterations of 2, 6 and 4 samples.
+    summary = benchmark_train.summarise(run, warmup=1, sizes=[9, 2, 6, 4])
+    assert summary['per_expected_batch'] == 6.0 / 12 * 4
+    assert summary['mean_batch'] == 4
+
+
+def test_the_recomputed_batch_sizes_are_the_samplers_draws():
+    import benchmark_train
+    from mmpose_dp.datasets import PoissonBatchSampler
+
+    from ..datasets.test_poisson_sampler import _Sampler
+    sampler = PoissonBatchSampler(_Sampler(64), batch_size=8,
+                                  seed=benchmark_train.SAMPLER_SEED)
+    drawn = []
+    for epoch in range(3):
+        sampler.set_epoch(epoch)
+        drawn += [len(batch) for batch in sampler]
+    assert drawn == benchmark_train.drawn_batch_sizes(64, 8, 3)
+    assert len(set(drawn)) > 1  # Poisson sizes, not a constant
