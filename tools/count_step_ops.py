@@ -5,11 +5,14 @@ except metadata-only ones (views, permutes, detach, expand, ...), which
 launch no kernel; counted per phase: the micro-batch (forward, backward
 with the engine's per-layer work, norms, clipped sum) and the step (noise,
 scaling, optimizer), after one warm-up step (the first step's checks are
-not counted). Writes a markdown table per preset and batch size into
+not counted). ``fast`` is the CPU's path of the fast engine (per-sample
+gradients written into stacked rows during the backward), ``fast-gpu`` the
+GPU's (stacked after it; fewer ops, more memory). Writes a markdown table per preset and batch size into
 ``--out`` (keeping other sections) and prints it; an engine that refuses
 the model is a row with its reason.
 
     python tools/count_step_ops.py --preset gn-hrnet-w32 --batch-size 4
+    python tools/count_step_ops.py --engines fast fast-gpu  # both fast paths
     python tools/count_step_ops.py --preset tiny --batch-size 4 --out /tmp/o.md
 """
 import argparse
@@ -67,7 +70,9 @@ def count(preset: str, mode: str, batch: int) -> Dict[str, collections.Counter]:
 
         second = optimizer.step
     else:
-        ow = _private_wrapper(model, optimizer, mode, batch)
+        ow = _private_wrapper(model, optimizer, mode.split('-')[0], batch)
+        if mode == 'fast-gpu':  # the GPU's path: stacked after the backward
+            ow.engine.stack_rows = False
         data = dict(inputs=inputs, data_samples=samples)
 
         def first():

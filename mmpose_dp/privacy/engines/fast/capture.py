@@ -30,6 +30,10 @@ class LayerCapture:
         #: Sample i is unit i (set per micro-batch by the engine, from the
         #: unit list: no tensor op per layer).
         self.identity = True
+        #: Where instantiated gradients go: ``sink(layer, grads)`` returns
+        #: the tensors to keep (views of the engine's stacked buffers), or
+        #: None to keep ``grads`` themselves.
+        self.sink = None
         self.reset()
 
     @classmethod
@@ -41,6 +45,8 @@ class LayerCapture:
         self.calls = 0
         self.kept: List = []  # (a, g) for the book-keeping sum
         self.grads: Optional[List[torch.Tensor]] = None  # instantiated
+        #: ``grads`` are rows of the engine's stacked buffers.
+        self.stacked = False
         self.norm2: Optional[torch.Tensor] = None  # ghost norms of kept
 
     # -- the rule -----------------------------------------------------------
@@ -85,8 +91,14 @@ class LayerCapture:
         for ka, kg in self.kept:  # the layer was called again
             grads = [x + y for x, y in zip(grads, self.instantiate(ka, kg))]
         self.kept, self.norm2 = [], None
-        self.grads = grads if self.grads is None else [
-            x + y for x, y in zip(self.grads, grads)]
+        if self.grads is None:
+            kept = self.sink(self, grads) if self.sink else None
+            self.stacked = kept is not None
+            self.grads = grads if kept is None else kept
+        elif self.stacked:  # another call: added in its stacked rows
+            torch._foreach_add_(self.grads, grads)
+        else:  # (own tensors may share memory with autograd's: no in-place)
+            self.grads = [x + y for x, y in zip(self.grads, grads)]
 
     def _ghost_norm2(self, a, g) -> torch.Tensor:
         """Squared per-unit norms from ``sum_tt' (a_t a_t')(g_t g_t')``."""

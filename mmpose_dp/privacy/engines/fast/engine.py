@@ -1,7 +1,7 @@
 """The ``'fast'`` clipping engine (see the package docstring)."""
 import contextlib
 import time
-from typing import Dict
+from typing import Dict, List, Optional, Tuple
 
 import torch
 from torch import nn
@@ -12,8 +12,12 @@ from ...per_sample import disable_inplace_activations
 from ..base import ClippingEngine
 from ..hooks import check_same_loss, same_random_draws
 from .capture import FactorsByDtype, LayerCapture, is_identity
-from .stacked import StackedGradients, total_squared_norms
+from .stacked import StackBuffer, StackedGradients, total_squared_norms
 from .rules import LAYER_PARAMS, LAYER_RULES, layer_kind
+
+
+#: Largest parameter (elements) with a row in the stacked buffers.
+ROW_NUMEL = 1 << 18
 
 
 class FastEngine(ClippingEngine):
@@ -53,6 +57,29 @@ class FastEngine(ClippingEngine):
                 f'layer; {tied[:6]} are shared by several (tied weights), '
                 "whose per-sample norm is not the sum of the layers'. Use "
                 "privacy.engine='vmap'")
+        # Rows of the stacked per-sample gradients: the parameters of one
+        # shape share a [B, k, *shape] buffer, one row each (model order),
+        # which their layers write into during the backward.
+        self._rows: Dict[tuple, Tuple[tuple, int]] = {}
+        self._group_size: Dict[tuple, int] = {}
+        # Only parameters of at most ROW_NUMEL elements: a large weight
+        # mostly takes the ghost norm, and a row kept free for it would
+        # cost B times its size.
+        for layer in self.layers.values():
+            for k, p in enumerate(layer.params):
+                if p.numel() > ROW_NUMEL:
+                    continue
+                shape = tuple(p.shape)
+                row = self._group_size.get(shape, 0)
+                self._rows[(layer, k)] = (shape, row)
+                self._group_size[shape] = row + 1
+        self._buffers: Dict[tuple, StackBuffer] = {}
+        #: Write per-sample gradients into their stacked rows during the
+        #: backward (True: a lower peak, one copy per parameter) or stack
+        #: them after it (False: one op per shape, more memory held at
+        #: once); None: rows on a CPU, where memory is short and a copy
+        #: costs no launch, stacking on a GPU.
+        self.stack_rows: Optional[bool] = None
         # Parameter order of the sums: the engine's (model) order.
         self._slots = []
         for p in self.params:
@@ -76,6 +103,32 @@ class FastEngine(ClippingEngine):
         now = time.perf_counter()
         self.timings[phase] = self.timings.get(phase, 0.0) + now - start
         return now
+
+    def _stack_rows(self, layer, grads: List[torch.Tensor]
+                    ) -> Optional[List[torch.Tensor]]:
+        """Write a layer's per-sample gradients into its rows of the
+        stacked buffers; the rows (views), or None to keep them as they are
+        (a dtype or batch other than the buffer's)."""
+        places = []
+        for k, grad in enumerate(grads):
+            if (layer, k) not in self._rows:
+                return None
+            shape, row = self._rows[(layer, k)]
+            buffer = self._buffers.get(shape)
+            if buffer is None:
+                buffer = self._buffers[shape] = StackBuffer(grad.new_zeros(
+                    (grad.shape[0], self._group_size[shape]) + shape))
+            if (buffer.tensor.dtype != grad.dtype
+                    or buffer.tensor.shape[0] != grad.shape[0]):
+                return None
+            places.append((buffer, row, (layer, k)))
+        views = []
+        for (buffer, row, slot), grad in zip(places, grads):
+            view = buffer.tensor[:, row]
+            view.copy_(grad)
+            buffer.slots[row] = slot
+            views.append(view)
+        return views
 
     def _units_tensor(self, units, identity: bool) -> torch.Tensor:
         """The units on the device; ``arange(B)`` made once per size (no
@@ -122,10 +175,14 @@ class FastEngine(ClippingEngine):
         identity = is_identity(units)
         units_t = self._units_tensor(units, identity)
         num_units = max(units) + 1
+        self._buffers = {}
+        rows = (self.stack_rows if self.stack_rows is not None else
+                self.params[0].device.type == 'cpu')
         for layer in self.layers.values():
             layer.reset()
             layer.units, layer.num_units = units_t, num_units
             layer.identity = identity
+            layer.sink = self._stack_rows if rows else None
         for p in self.params:
             p.requires_grad_(False)
         start = time.perf_counter()
@@ -150,7 +207,8 @@ class FastEngine(ClippingEngine):
         # A batch-mean loss gives output gradients 1/B of each sample's
         # own: per-sample gradients are `scale` times what the layers saw.
         scale = self._batch if self.loss_reduction == 'mean' else 1
-        stacks = StackedGradients(self.layers.values())
+        stacks = StackedGradients(self.layers.values(), self._buffers)
+        self._buffers = {}
         norms = scale * total_squared_norms(
             self.layers.values(), stacks, units_t, num_units,
             identity).sqrt()

@@ -15,24 +15,43 @@ import torch
 Slot = Tuple[object, int]
 
 
+class StackBuffer:
+    """``[B, k, *shape]`` zeros whose rows the layers of one parameter
+    shape fill as their per-sample gradients arrive (no copy afterwards);
+    ``slots[row]`` says whose a filled row is (an unfilled row stays zero
+    and adds nothing)."""
+
+    def __init__(self, tensor: torch.Tensor):
+        self.tensor = tensor
+        self.slots: Dict[int, Slot] = {}
+
+
 class StackedGradients:
     """The layers' instantiated per-sample gradients, grouped by shape.
 
     Takes them out of the layers (``layer.grads`` becomes ``None``), so a
-    group's parameters are held once, stacked.
+    group's parameters are held once, stacked: in the buffers they were
+    written into during the backward (``buffers``), the others stacked
+    here.
     """
 
-    def __init__(self, layers) -> None:
+    def __init__(self, layers, buffers: Dict[tuple, StackBuffer] = None
+                 ) -> None:
+        #: ``(slots, [B, k, *shape])`` per group (a slot None: a zero row).
+        self.groups: List[Tuple[List[Slot], torch.Tensor]] = []
+        for buffer in (buffers or {}).values():
+            rows = buffer.tensor.shape[1]
+            self.groups.append(([buffer.slots.get(r) for r in range(rows)],
+                                buffer.tensor))
         members: Dict[tuple, List[Tuple[Slot, torch.Tensor]]] = {}
         for layer in layers:
             if layer.grads is None:
                 continue
-            for k, grad in enumerate(layer.grads):
-                key = (tuple(grad.shape), grad.dtype)
-                members.setdefault(key, []).append(((layer, k), grad))
+            if not layer.stacked:
+                for k, grad in enumerate(layer.grads):
+                    key = (tuple(grad.shape), grad.dtype)
+                    members.setdefault(key, []).append(((layer, k), grad))
             layer.grads = None
-        #: ``(slots, [B, k, *shape])`` per group.
-        self.groups: List[Tuple[List[Slot], torch.Tensor]] = []
         # One group at a time, dropping its unstacked gradients as soon as
         # it is stacked: at most one group is held twice.
         for key in list(members):
@@ -44,8 +63,8 @@ class StackedGradients:
                        torch.stack(grads, 1))
             del grads
             self.groups.append((slots, stacked))
-        self.layers = {layer for slots, _ in self.groups
-                       for layer, _ in slots}
+        self.layers = {slot[0] for slots, _ in self.groups
+                       for slot in slots if slot is not None}
 
     def norms(self, units: torch.Tensor, num_units: int,
               identity: bool) -> List[torch.Tensor]:
@@ -69,7 +88,8 @@ class StackedGradients:
             summed = torch.mv(stacked.reshape(B, -1).t(),
                               factors(stacked.dtype)).view(k, *shape)
             for i, slot in enumerate(slots):
-                out[slot] = summed[i]
+                if slot is not None:
+                    out[slot] = summed[i]
         return out
 
 
