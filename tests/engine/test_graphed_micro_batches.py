@@ -63,6 +63,19 @@ def _graphed(graphed, engine, micro, units, padded):
     return graphed.clipped_sum(batch, units, C, padded)
 
 
+def _started(synthetic_mpii, recorder, sizes, warm):
+    """(engine, graphed, its log, micro-batches of ``sizes``) after the
+    first ``warm`` micro-batches ran (the first eager, the second
+    recorded)."""
+    engine, dataset = _setup(synthetic_mpii)
+    logs = []
+    graphed = GraphedClippedSum(engine, recorder, log=logs.append)
+    chunks = _chunks(dataset, sizes)
+    for chunk in chunks[:warm]:
+        _graphed(graphed, engine, *chunk)
+    return engine, graphed, logs, chunks
+
+
 def _equal(a, b):
     return all(torch.equal(x, y) for x, y in zip(a, b)) and len(a) == len(b)
 
@@ -98,13 +111,9 @@ def test_replayed_sums_are_the_callers_own(synthetic_mpii):
 
 
 def test_a_replay_that_ignores_its_buffers_is_caught(synthetic_mpii):
-    engine, dataset = _setup(synthetic_mpii)
-    logs = []
-    graphed = GraphedClippedSum(engine, FrozenRecorder(), log=logs.append)
-    chunks = _chunks(dataset, [4, 4, 3, 4])
-    _graphed(graphed, engine, *chunks[0])
-    _graphed(graphed, engine, *chunks[1])  # recorded on this one
-    # The stale replay would give chunk 1's sums for chunk 2.
+    engine, graphed, logs, chunks = _started(
+        synthetic_mpii, FrozenRecorder(), [4, 4, 3, 4], warm=2)
+    # Recorded on chunk 1: the stale replay would give chunk 1's sums for chunk 2.
     sums, _ = _graphed(graphed, engine, *chunks[2])
     ref, _ = _reference(engine, *chunks[2])
     assert _equal(sums, ref)
@@ -124,11 +133,8 @@ def test_a_replay_that_ignores_its_buffers_is_caught(synthetic_mpii):
 
 
 def test_a_failed_recording_falls_back_to_eager(synthetic_mpii):
-    engine, dataset = _setup(synthetic_mpii)
-    logs = []
-    graphed = GraphedClippedSum(engine, FailingRecorder(), log=logs.append)
-    chunks = _chunks(dataset, [4, 2])
-    _graphed(graphed, engine, *chunks[0])
+    engine, graphed, logs, chunks = _started(
+        synthetic_mpii, FailingRecorder(), [4, 2], warm=1)
     sums, _ = _graphed(graphed, engine, *chunks[1])
     assert _equal(sums, _reference(engine, *chunks[1])[0])
     assert 'recording failed (RuntimeError: operation not permitted' in \
@@ -140,13 +146,9 @@ def test_a_failed_recording_falls_back_to_eager(synthetic_mpii):
 
 
 def test_units_of_several_samples_run_eagerly(synthetic_mpii):
-    engine, dataset = _setup(synthetic_mpii)
-    logs = []
-    graphed = GraphedClippedSum(engine, EagerRecorder(), log=logs.append)
-    chunks = _chunks(dataset, [4, 4])
-    _graphed(graphed, engine, *chunks[0])
-    _graphed(graphed, engine, *chunks[1])
-    micro, _, _ = _chunks(dataset, [4])[0]
+    engine, graphed, logs, chunks = _started(
+        synthetic_mpii, EagerRecorder(), [4, 4, 4], warm=2)
+    micro, _, _ = chunks[2]
     units = [0, 0, 1, 2]  # samples 0 and 1 one image
     sums, _ = _graphed(graphed, engine, micro, units, 0)
     assert _equal(sums, _reference(engine, micro, units, 0)[0])
@@ -157,12 +159,8 @@ def test_units_of_several_samples_run_eagerly(synthetic_mpii):
 def test_a_micro_batch_with_other_tensor_fields_runs_eagerly(
         synthetic_mpii):
     from mmengine.structures import InstanceData
-    engine, dataset = _setup(synthetic_mpii)
-    logs = []
-    graphed = GraphedClippedSum(engine, EagerRecorder(), log=logs.append)
-    chunks = _chunks(dataset, [4, 4, 4])
-    _graphed(graphed, engine, *chunks[0])
-    _graphed(graphed, engine, *chunks[1])
+    engine, graphed, logs, chunks = _started(
+        synthetic_mpii, EagerRecorder(), [4, 4, 4], warm=2)
     micro, units, padded = chunks[2]
     # One more tensor field than the recorded buffers hold.
     for sample in micro['data_samples']:
