@@ -81,9 +81,12 @@ class StackedGradients:
         return out
 
     def clipped_sums(self, factors) -> Dict[Slot, torch.Tensor]:
-        """``sum_b factors[b] * gradient[b]`` of every stacked parameter."""
+        """``sum_b factors[b] * gradient[b]`` of every stacked parameter.
+        The last use of the groups: each is dropped once summed, so the
+        sums never sit beside all the per-sample gradients."""
         out = {}
-        for slots, stacked in self.groups:
+        while self.groups:
+            slots, stacked = self.groups.pop(0)
             B, k, shape = stacked.shape[0], stacked.shape[1], stacked.shape[2:]
             summed = torch.mv(stacked.reshape(B, -1).t(),
                               factors(stacked.dtype)).view(k, *shape)
