@@ -7,7 +7,8 @@ with the engine's per-layer work, norms, clipped sum) and the step (noise,
 scaling, optimizer), after one warm-up step (the first step's checks are
 not counted). ``fast`` is the CPU's path of the fast engine (per-sample
 gradients written into stacked rows during the backward), ``fast-gpu`` the
-GPU's (stacked after it; fewer ops, more memory). Writes a markdown table per preset and batch size into
+GPU's (stacked after it, the norm layers' per-sample products batched;
+fewer ops, more memory). Writes a markdown table per preset and batch size into
 ``--out`` (keeping other sections) and prints it; an engine that refuses
 the model is a row with its reason.
 
@@ -71,8 +72,10 @@ def count(preset: str, mode: str, batch: int) -> Dict[str, collections.Counter]:
         second = optimizer.step
     else:
         ow = _private_wrapper(model, optimizer, mode.split('-')[0], batch)
-        if mode == 'fast-gpu':  # the GPU's path: stacked after the backward
+        if mode == 'fast-gpu':  # the GPU's path: stacked after the
+            # backward, norm layers' products batched
             ow.engine.stack_rows = False
+            ow.engine.batched_products = True
         data = dict(inputs=inputs, data_samples=samples)
 
         def first():

@@ -119,10 +119,11 @@ def test_engines_give_the_clipped_sum_of_per_sample_autograd(engine, units):
                                         rel=1e-5)
 
 
-@pytest.mark.parametrize('engine', ['fast', 'hooks', 'vmap'])
+@pytest.mark.parametrize('engine', ['fast', 'fast-batched', 'hooks', 'vmap'])
 def test_norm_layers_over_any_dims_give_the_clipped_sum(engine):
-    # The fast engine's norm rules sum g * x_hat over the reduced dims as
-    # one batched product: checked for each layout.
+    # The fast engine's norm rules sum g * x_hat over the reduced dims, as
+    # a multiply-and-sum (CPU) or one batched product (GPU, forced here):
+    # checked for each layout.
     torch.manual_seed(0)
     model = _Tokens()
     with torch.no_grad():  # affine parameters away from their init
@@ -132,7 +133,10 @@ def test_norm_layers_over_any_dims_give_the_clipped_sum(engine):
     batch = _data(model)
     units = [0, 0, 1, 2, 2, 3]
     expected = _reference(model, batch, units, c=0.05)
-    summed, _ = _engine(engine, model).clipped_sum(batch, units, 0.05)
+    built = _engine(engine.split('-')[0], model)
+    if engine == 'fast-batched':
+        built.batched_products = True
+    summed, _ = built.clipped_sum(batch, units, 0.05)
     for got, want in zip(summed, expected):
         assert torch.allclose(got, want, atol=1e-6)
 

@@ -56,3 +56,53 @@ def test_the_default_is_rows_on_the_cpu(synthetic_mpii):
     engine._clipped_sum(batch, [0, 1], 0.05)
     layer = next(iter(engine.layers.values()))
     assert layer.sink == engine._stack_rows
+
+
+class _SkipsALayer(torch.nn.Module):
+    """Three layers of one shape share a stacked buffer (instantiated:
+    2 x 2 weights are below the ghost norm's break-even); one never runs."""
+
+    def __init__(self):
+        super().__init__()
+        self.used = torch.nn.Linear(2, 2)
+        self.skipped = torch.nn.Linear(2, 2)
+        self.head = torch.nn.Linear(2, 2)
+
+    def forward(self, x):
+        return self.head(torch.relu(self.used(x)))
+
+
+def test_a_row_no_layer_wrote_adds_nothing(monkeypatch):
+    # The buffers are allocated uninitialised: a row left unwritten must be
+    # zeroed, not summed as whatever the memory held (NaN here).
+    from mmpose_dp.privacy import clip_factors, per_sample_norms
+    from mmpose_dp.privacy.engines import TensorBatchLoss
+    from mmpose_dp.privacy.engines.fast import engine as fast_engine
+
+    class Garbage(stacked.StackBuffer):
+        def __init__(self, tensor):
+            super().__init__(tensor.fill_(float('nan')))
+
+    monkeypatch.setattr(fast_engine, 'StackBuffer', Garbage)
+    torch.manual_seed(0)
+    model = _SkipsALayer()
+    loss = TensorBatchLoss(lambda net, x, y: ((net(x) - y)**2).sum(1).mean())
+    x, y = torch.randn(4, 2), torch.randn(4, 2)
+    engine = FastEngine(model, loss, 'mean')
+    engine.stack_rows = True
+    summed, _ = engine.clipped_sum((x, y), [0, 1, 2, 3], 0.05)
+    assert {layer.module for layer, _ in engine._rows} == {
+        model.used, model.skipped, model.head}
+    used = [model.used.weight, model.used.bias, model.head.weight,
+            model.head.bias]
+    rows = [torch.autograd.grad(loss.loss(model, (x[i:i + 1], y[i:i + 1])),
+                                used) for i in range(4)]
+    stacked_rows = [torch.stack([r[k] for r in rows]) for k in range(4)]
+    factors = clip_factors(per_sample_norms(stacked_rows), 0.05)
+    expected = [torch.einsum('b,b...->...', factors, g)
+                for g in stacked_rows]
+    by_param = dict(zip(engine.params, summed))
+    for p, want in zip(used, expected):
+        torch.testing.assert_close(by_param[p], want, rtol=1e-5, atol=1e-7)
+    assert not by_param[model.skipped.weight].any()
+    assert not by_param[model.skipped.bias].any()

@@ -30,3 +30,29 @@ def test_unseeded_generators_differ():
     add_gaussian_noise(a, 1.0, make_generator(torch.device('cpu')))
     add_gaussian_noise(b, 1.0, make_generator(torch.device('cpu')))
     assert not torch.equal(a[0], b[0])
+
+
+def test_a_cpu_draw_in_pieces_is_white_keyed_and_thread_independent(
+        monkeypatch):
+    from mmpose_dp.privacy import noise
+    monkeypatch.setattr(noise, 'CPU_PIECE', 10_000)
+    cpu = torch.device('cpu')
+
+    def draw(key, threads):
+        before = torch.get_num_threads()
+        torch.set_num_threads(threads)
+        try:
+            return noise.flat_normal(95_000, 0.5, make_generator(cpu, key),
+                                     cpu, torch.float32)
+        finally:
+            torch.set_num_threads(before)
+
+    a = draw(7, 1)
+    assert torch.equal(a, draw(7, 2))  # the same noise on any machine
+    assert not torch.equal(a, draw(8, 2))
+    assert abs(a.std().item() / 0.5 - 1) < 0.02
+    # The ten pieces come from different generators, not one repeated.
+    pieces = a[:90_000].view(9, 10_000)
+    corr = torch.corrcoef(pieces)
+    assert (corr - torch.eye(9)).abs().max() < 0.05
+    assert len({round(p[0].item(), 6) for p in pieces}) == 9

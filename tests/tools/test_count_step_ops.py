@@ -10,7 +10,7 @@ def test_counts_one_noise_draw_and_foreach_updates_per_step():
     step, plain = phases['step'], count('tiny', 'nonprivate', 4)['step']
     # One flat draw per step (not one per parameter tensor), added, and
     # scaled with one foreach call each, beyond the (foreach) optimizer's.
-    assert step['normal'] == 1 and 'normal' not in plain
+    assert step['normal_'] == 1 and 'normal_' not in plain
     assert step['_foreach_div_'] == plain['_foreach_div_'] + 1
     assert step['_foreach_add_'] >= plain['_foreach_add_'] + 1
     assert 'div_' not in step

@@ -34,6 +34,9 @@ class LayerCapture:
         #: the tensors to keep (views of the engine's stacked buffers), or
         #: None to keep ``grads`` themselves.
         self.sink = None
+        #: Per-sample products as one batched kernel (a GPU, where each op
+        #: is a launch) rather than the CPU's faster multiply-and-sum.
+        self.one_kernel = False
         self.reset()
 
     @classmethod

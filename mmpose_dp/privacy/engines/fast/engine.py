@@ -80,6 +80,10 @@ class FastEngine(ClippingEngine):
         #: once); None: rows on a CPU, where memory is short and a copy
         #: costs no launch, stacking on a GPU.
         self.stack_rows: Optional[bool] = None
+        #: A norm layer's per-sample weight gradient as one batched product
+        #: (True: one launch) or a multiply-and-sum (False: several times
+        #: faster on a CPU); None: batched on a GPU only.
+        self.batched_products: Optional[bool] = None
         # Parameter order of the sums: the engine's (model) order.
         self._slots = []
         for p in self.params:
@@ -116,7 +120,7 @@ class FastEngine(ClippingEngine):
             shape, row = self._rows[(layer, k)]
             buffer = self._buffers.get(shape)
             if buffer is None:
-                buffer = self._buffers[shape] = StackBuffer(grad.new_zeros(
+                buffer = self._buffers[shape] = StackBuffer(grad.new_empty(
                     (grad.shape[0], self._group_size[shape]) + shape))
             if (buffer.tensor.dtype != grad.dtype
                     or buffer.tensor.shape[0] != grad.shape[0]):
@@ -176,13 +180,16 @@ class FastEngine(ClippingEngine):
         units_t = self._units_tensor(units, identity)
         num_units = max(units) + 1
         self._buffers = {}
-        rows = (self.stack_rows if self.stack_rows is not None else
-                self.params[0].device.type == 'cpu')
+        cpu = self.params[0].device.type == 'cpu'
+        rows = self.stack_rows if self.stack_rows is not None else cpu
+        batched = (self.batched_products
+                   if self.batched_products is not None else not cpu)
         for layer in self.layers.values():
             layer.reset()
             layer.units, layer.num_units = units_t, num_units
             layer.identity = identity
             layer.sink = self._stack_rows if rows else None
+            layer.one_kernel = batched
         for p in self.params:
             p.requires_grad_(False)
         start = time.perf_counter()

@@ -27,27 +27,31 @@ class AffineNormCapture(LayerCapture):
         dims = self.reduced_dims(a)
         out = []
         if self.train_weight:
-            # sum over the reduced dims of g * x_hat, as one batched
-            # product (one kernel, not a product and a sum).
-            out.append(_summed_product(g, x_hat, dims) if dims else
-                       g * x_hat)
+            # sum over the reduced dims of g * x_hat
+            out.append(_summed_product(g, x_hat, dims, self.one_kernel)
+                       if dims else g * x_hat)
         if self.train_bias:
             out.append(g.sum(dims) if dims else g)
         return out
 
 
 def _summed_product(g: torch.Tensor, x: torch.Tensor,
-                    dims: Tuple[int, ...]) -> torch.Tensor:
+                    dims: Tuple[int, ...], one_kernel: bool) -> torch.Tensor:
     """``(g * x).sum(dims)`` for contiguous ``dims`` (channels: 2.., or a
-    layer norm's middle dims 1..k)."""
+    layer norm's middle dims 1..k): with ``one_kernel`` one batched
+    product (one launch, for a GPU), else a multiply-and-sum, which a CPU
+    runs several times faster than a batch of one-row matrix products."""
     kept = [d for d in range(g.dim()) if d not in dims]
     if dims == tuple(range(2, g.dim())):  # [B, C, *spatial]
         B, C = g.shape[:2]
-        return torch.einsum('bcn,bcn->bc', g.reshape(B, C, -1),
-                            x.reshape(B, C, -1))
+        g, x = g.reshape(B, C, -1), x.reshape(B, C, -1)
+        return (torch.einsum('bcn,bcn->bc', g, x) if one_kernel else
+                torch.linalg.vecdot(g, x))
     B, rest = g.shape[0], [g.shape[d] for d in kept[1:]]
-    return torch.einsum('bnc,bnc->bc', g.reshape(B, -1, math.prod(rest)),
-                        x.reshape(B, -1, math.prod(rest))).view(B, *rest)
+    g = g.reshape(B, -1, math.prod(rest))
+    x = x.reshape(B, -1, math.prod(rest))
+    return (torch.einsum('bnc,bnc->bc', g, x) if one_kernel else
+            (g * x).sum(1)).view(B, *rest)
 
 
 @register_layer_rule('group_norm')

@@ -16,10 +16,10 @@ Slot = Tuple[object, int]
 
 
 class StackBuffer:
-    """``[B, k, *shape]`` zeros whose rows the layers of one parameter
-    shape fill as their per-sample gradients arrive (no copy afterwards);
-    ``slots[row]`` says whose a filled row is (an unfilled row stays zero
-    and adds nothing)."""
+    """``[B, k, *shape]`` (uninitialised) whose rows the layers of one
+    parameter shape fill as their per-sample gradients arrive (no copy
+    afterwards); ``slots[row]`` says whose a filled row is (an unfilled
+    row is zeroed when the groups are formed, and adds nothing)."""
 
     def __init__(self, tensor: torch.Tensor):
         self.tensor = tensor
@@ -41,6 +41,9 @@ class StackedGradients:
         self.groups: List[Tuple[List[Slot], torch.Tensor]] = []
         for buffer in (buffers or {}).values():
             rows = buffer.tensor.shape[1]
+            for r in range(rows):
+                if r not in buffer.slots:  # a layer that took no part
+                    buffer.tensor[:, r].zero_()
             self.groups.append(([buffer.slots.get(r) for r in range(rows)],
                                 buffer.tensor))
         members: Dict[tuple, List[Tuple[Slot, torch.Tensor]]] = {}
