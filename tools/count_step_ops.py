@@ -7,8 +7,8 @@ with the engine's per-layer work, norms, clipped sum) and the step (noise,
 scaling, optimizer), after one warm-up step (the first step's checks are
 not counted). ``fast`` is the CPU's path of the fast engine (per-sample
 gradients written into stacked rows during the backward), ``fast-gpu`` the
-GPU's (stacked after it, the norm layers' per-sample products batched;
-fewer ops, more memory). Writes a markdown table per preset and batch size into
+GPU's (stacked after it, the norm layers' per-sample products batched,
+the noise one generator call; fewer ops, more memory). Writes a markdown table per preset and batch size into
 ``--out`` (keeping other sections) and prints it; an engine that refuses
 the model is a row with its reason.
 
@@ -55,6 +55,7 @@ def counter():
 def count(preset: str, mode: str, batch: int) -> Dict[str, collections.Counter]:
     """``{phase: Counter(op -> count)}`` of one step of ``mode``."""
     import torch
+    from mmpose_dp.privacy import noise
     torch.manual_seed(0)
     config, size, privacy, _ = PRESETS[preset]
     cfg, model = build_model(config, 'cpu',
@@ -73,22 +74,28 @@ def count(preset: str, mode: str, batch: int) -> Dict[str, collections.Counter]:
     else:
         ow = _private_wrapper(model, optimizer, mode.split('-')[0], batch)
         if mode == 'fast-gpu':  # the GPU's path: stacked after the
-            # backward, norm layers' products batched
+            # backward, norm layers' products batched, the noise one call
             ow.engine.stack_rows = False
             ow.engine.batched_products = True
+            noise_pieces = noise.CPU_PIECE
+            noise.CPU_PIECE = 1 << 62
         data = dict(inputs=inputs, data_samples=samples)
 
         def first():
             ow.private_micro_batch(model, data, list(range(batch)))
 
         second = ow.private_step
-    first(), second()  # warm-up: first-step checks, optimizer state
-    phases = {}
-    Count = counter()
-    for name, fn in (('micro-batch', first), ('step', second)):
-        with Count() as c:
-            fn()
-        phases[name] = c.ops
+    try:
+        first(), second()  # warm-up: first-step checks, optimizer state
+        phases = {}
+        Count = counter()
+        for name, fn in (('micro-batch', first), ('step', second)):
+            with Count() as c:
+                fn()
+            phases[name] = c.ops
+    finally:
+        if mode == 'fast-gpu':
+            noise.CPU_PIECE = noise_pieces
     return phases
 
 
