@@ -68,8 +68,13 @@ class _SkipsALayer(torch.nn.Module):
         self.skipped = torch.nn.Linear(2, 2)
         self.head = torch.nn.Linear(2, 2)
 
+    skip = True
+
     def forward(self, x):
-        return self.head(torch.relu(self.used(x)))
+        hidden = torch.relu(self.used(x))
+        if not self.skip:
+            hidden = self.skipped(hidden)
+        return self.head(hidden)
 
 
 def test_a_row_no_layer_wrote_adds_nothing(monkeypatch):
@@ -106,3 +111,52 @@ def test_a_row_no_layer_wrote_adds_nothing(monkeypatch):
         torch.testing.assert_close(by_param[p], want, rtol=1e-5, atol=1e-7)
     assert not by_param[model.skipped.weight].any()
     assert not by_param[model.skipped.bias].any()
+
+
+def test_rows_kept_between_micro_batches_never_carry_a_gradient_over():
+    # The row buffers are kept from one micro-batch to the next: a row the
+    # second micro-batch does not write must not hold the first one's.
+    from mmpose_dp.privacy import clip_factors, per_sample_norms
+    from mmpose_dp.privacy.engines import TensorBatchLoss
+    torch.manual_seed(0)
+    model = _SkipsALayer()
+    loss = TensorBatchLoss(lambda net, x, y: ((net(x) - y)**2).sum(1).mean())
+    x, y = torch.randn(4, 2), torch.randn(4, 2)
+    engine = FastEngine(model, loss, 'mean')
+    engine.stack_rows = True
+    model.skip = False  # every row written
+    engine.clipped_sum((x, y), [0, 1, 2, 3], 0.05)
+    kept = {k: t.data_ptr() for k, t in engine._spare.items()}
+    assert kept
+    model.skip = True
+    summed, _ = engine.clipped_sum((x[:3], y[:3]), [0, 1, 2], 0.05)
+    # the same memory, its first 3 samples
+    assert {k: t.data_ptr() for k, t in engine._spare.items()} == kept
+    used = [model.used.weight, model.used.bias, model.head.weight,
+            model.head.bias]
+    rows = [torch.autograd.grad(loss.loss(model, (x[i:i + 1], y[i:i + 1])),
+                                used) for i in range(3)]
+    stacked_rows = [torch.stack([r[k] for r in rows]) for k in range(4)]
+    factors = clip_factors(per_sample_norms(stacked_rows), 0.05)
+    by_param = dict(zip(engine.params, summed))
+    for p, g in zip(used, stacked_rows):
+        torch.testing.assert_close(by_param[p],
+                                   torch.einsum('b,b...->...', factors, g),
+                                   rtol=1e-5, atol=1e-7)
+    assert not by_param[model.skipped.weight].any()
+
+
+def test_the_float64_check_leaves_no_kept_rows(synthetic_mpii):
+    model, dataset = build_tiny_pose('hrnet', synthetic_mpii)
+    engine = FastEngine(model, MMEngineBatchLoss(),
+                        detect_loss_reduction(model))
+    engine.stack_rows = True
+    batch = engine.batch_loss.prepare(
+        model, pseudo_collate([dataset[i] for i in range(2)]))
+    from mmpose_dp.privacy.engines.verification import verify_engine
+    verify_engine(engine, batch)  # in float64, with rows
+    assert not engine._spare
+    engine.verification_error = 0.0
+    engine.clipped_sum(batch, [0, 1], 0.05)
+    assert engine._spare and all(t.dtype == torch.float32
+                                 for t in engine._spare.values())
