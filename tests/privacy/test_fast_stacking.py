@@ -60,15 +60,16 @@ def test_the_default_is_rows_on_the_cpu(synthetic_mpii):
 
 class _SkipsALayer(torch.nn.Module):
     """Three layers of one shape share a stacked buffer (instantiated:
-    2 x 2 weights are below the ghost norm's break-even); one never runs."""
+    2 x 2 weights are below the ghost norm's break-even); ``skipped`` runs
+    only when ``skip`` is False."""
+
+    skip = True
 
     def __init__(self):
         super().__init__()
         self.used = torch.nn.Linear(2, 2)
         self.skipped = torch.nn.Linear(2, 2)
         self.head = torch.nn.Linear(2, 2)
-
-    skip = True
 
     def forward(self, x):
         hidden = torch.relu(self.used(x))
@@ -77,11 +78,39 @@ class _SkipsALayer(torch.nn.Module):
         return self.head(hidden)
 
 
+def _skipping_engine():
+    from mmpose_dp.privacy.engines import TensorBatchLoss
+    torch.manual_seed(0)
+    model = _SkipsALayer()
+    loss = TensorBatchLoss(lambda net, x, y: ((net(x) - y)**2).sum(1).mean())
+    engine = FastEngine(model, loss, 'mean')
+    engine.stack_rows = True
+    return model, engine, torch.randn(4, 2), torch.randn(4, 2)
+
+
+def _check_skipped_sum(model, engine, summed, x, y):
+    """The layers that ran: the clipped sum of per-sample autograd; the
+    skipped layer: exactly zero."""
+    from mmpose_dp.privacy import clip_factors, per_sample_norms
+    used = [model.used.weight, model.used.bias, model.head.weight,
+            model.head.bias]
+    rows = [torch.autograd.grad(
+        engine.batch_loss.loss(model, (x[i:i + 1], y[i:i + 1])), used)
+        for i in range(len(x))]
+    per_sample = [torch.stack([r[k] for r in rows]) for k in range(4)]
+    factors = clip_factors(per_sample_norms(per_sample), 0.05)
+    by_param = dict(zip(engine.params, summed))
+    for p, g in zip(used, per_sample):
+        torch.testing.assert_close(by_param[p],
+                                   torch.einsum('b,b...->...', factors, g),
+                                   rtol=1e-5, atol=1e-7)
+    assert not by_param[model.skipped.weight].any()
+    assert not by_param[model.skipped.bias].any()
+
+
 def test_a_row_no_layer_wrote_adds_nothing(monkeypatch):
     # The buffers are allocated uninitialised: a row left unwritten must be
     # zeroed, not summed as whatever the memory held (NaN here).
-    from mmpose_dp.privacy import clip_factors, per_sample_norms
-    from mmpose_dp.privacy.engines import TensorBatchLoss
     from mmpose_dp.privacy.engines.fast import engine as fast_engine
 
     class Garbage(stacked.StackBuffer):
@@ -89,41 +118,17 @@ def test_a_row_no_layer_wrote_adds_nothing(monkeypatch):
             super().__init__(tensor.fill_(float('nan')))
 
     monkeypatch.setattr(fast_engine, 'StackBuffer', Garbage)
-    torch.manual_seed(0)
-    model = _SkipsALayer()
-    loss = TensorBatchLoss(lambda net, x, y: ((net(x) - y)**2).sum(1).mean())
-    x, y = torch.randn(4, 2), torch.randn(4, 2)
-    engine = FastEngine(model, loss, 'mean')
-    engine.stack_rows = True
+    model, engine, x, y = _skipping_engine()
     summed, _ = engine.clipped_sum((x, y), [0, 1, 2, 3], 0.05)
     assert {layer.module for layer, _ in engine._rows} == {
         model.used, model.skipped, model.head}
-    used = [model.used.weight, model.used.bias, model.head.weight,
-            model.head.bias]
-    rows = [torch.autograd.grad(loss.loss(model, (x[i:i + 1], y[i:i + 1])),
-                                used) for i in range(4)]
-    stacked_rows = [torch.stack([r[k] for r in rows]) for k in range(4)]
-    factors = clip_factors(per_sample_norms(stacked_rows), 0.05)
-    expected = [torch.einsum('b,b...->...', factors, g)
-                for g in stacked_rows]
-    by_param = dict(zip(engine.params, summed))
-    for p, want in zip(used, expected):
-        torch.testing.assert_close(by_param[p], want, rtol=1e-5, atol=1e-7)
-    assert not by_param[model.skipped.weight].any()
-    assert not by_param[model.skipped.bias].any()
+    _check_skipped_sum(model, engine, summed, x, y)
 
 
 def test_rows_kept_between_micro_batches_never_carry_a_gradient_over():
     # The row buffers are kept from one micro-batch to the next: a row the
     # second micro-batch does not write must not hold the first one's.
-    from mmpose_dp.privacy import clip_factors, per_sample_norms
-    from mmpose_dp.privacy.engines import TensorBatchLoss
-    torch.manual_seed(0)
-    model = _SkipsALayer()
-    loss = TensorBatchLoss(lambda net, x, y: ((net(x) - y)**2).sum(1).mean())
-    x, y = torch.randn(4, 2), torch.randn(4, 2)
-    engine = FastEngine(model, loss, 'mean')
-    engine.stack_rows = True
+    model, engine, x, y = _skipping_engine()
     model.skip = False  # every row written
     engine.clipped_sum((x, y), [0, 1, 2, 3], 0.05)
     kept = {k: t.data_ptr() for k, t in engine._spare.items()}
@@ -132,18 +137,7 @@ def test_rows_kept_between_micro_batches_never_carry_a_gradient_over():
     summed, _ = engine.clipped_sum((x[:3], y[:3]), [0, 1, 2], 0.05)
     # the same memory, its first 3 samples
     assert {k: t.data_ptr() for k, t in engine._spare.items()} == kept
-    used = [model.used.weight, model.used.bias, model.head.weight,
-            model.head.bias]
-    rows = [torch.autograd.grad(loss.loss(model, (x[i:i + 1], y[i:i + 1])),
-                                used) for i in range(3)]
-    stacked_rows = [torch.stack([r[k] for r in rows]) for k in range(4)]
-    factors = clip_factors(per_sample_norms(stacked_rows), 0.05)
-    by_param = dict(zip(engine.params, summed))
-    for p, g in zip(used, stacked_rows):
-        torch.testing.assert_close(by_param[p],
-                                   torch.einsum('b,b...->...', factors, g),
-                                   rtol=1e-5, atol=1e-7)
-    assert not by_param[model.skipped.weight].any()
+    _check_skipped_sum(model, engine, summed, x[:3], y[:3])
 
 
 def test_the_float64_check_leaves_no_kept_rows(synthetic_mpii):

@@ -145,8 +145,7 @@ class FastEngine(ClippingEngine):
     def _spare_rows(self, shape: tuple, grad: torch.Tensor) -> torch.Tensor:
         """Uninitialised ``[B, k, *shape]`` for this micro-batch: the kept
         tensor of this shape (its first B samples) when its dtype and device
-        match and it is large enough, else a new one, kept instead (so the
-        float64 check's buffers go at the first float32 micro-batch)."""
+        match and it is large enough, else a new one, kept instead."""
         B = grad.shape[0]
         kept = self._spare.get(shape)
         if (kept is None or kept.dtype != grad.dtype
