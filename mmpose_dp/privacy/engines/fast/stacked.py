@@ -85,8 +85,10 @@ class StackedGradients:
 
     def clipped_sums(self, factors) -> Dict[Slot, torch.Tensor]:
         """``sum_b factors[b] * gradient[b]`` of every stacked parameter.
-        The last use of the groups: each is dropped once summed, so the
-        sums never sit beside all the per-sample gradients."""
+        The last use of the groups: each is dropped once summed, so groups
+        stacked after the backward (a GPU's) are freed one by one; rows a
+        CPU wrote into stay in the engine's kept buffers for the next
+        micro-batch."""
         out = {}
         while self.groups:
             slots, stacked = self.groups.pop(0)
