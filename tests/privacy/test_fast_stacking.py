@@ -27,7 +27,9 @@ def test_rows_and_stacking_give_the_same_clipped_sum(synthetic_mpii, units,
 
     def spy(self, layers, buffers=None):
         init(self, layers, buffers)
-        seen.append((len(buffers or {}), [t for _, t in self.groups]))
+        seen.append((len(buffers or {}), [
+            {type(slot[0].module) for slot in slots if slot is not None}
+            for slots, _ in self.groups]))
 
     monkeypatch.setattr(stacked.StackedGradients, '__init__', spy)
     sums = {}
@@ -38,12 +40,30 @@ def test_rows_and_stacking_give_the_same_clipped_sum(synthetic_mpii, units,
         seen.clear()
         sums[rows], _ = engine.clipped_sum(batch, units, 0.05)
         buffers, groups = seen[-1]
-        if rows:  # the groups are the rows written during the backward
-            assert buffers == len(groups) > 0
+        if rows:  # the groups of weights: the rows written during the
+            # backward; then the norm layers' vectors, stacked after it
+            assert 0 < buffers < len(groups)
+            assert all(kinds == {torch.nn.Conv2d}
+                       for kinds in groups[:buffers])
+            assert all(torch.nn.Conv2d not in kinds
+                       for kinds in groups[buffers:])
         else:
             assert buffers == 0 and len(groups) > 0
     for a, b, name in zip(sums[True], sums[False], engine.names):
         torch.testing.assert_close(a, b, rtol=1e-6, atol=1e-9, msg=name)
+
+
+def test_only_layers_with_a_matrix_or_kernel_get_rows(synthetic_mpii):
+    # A norm layer's per-sample gradients are B x C numbers: a row would
+    # cost a copy each and save nothing worth it.
+    model, _ = build_tiny_pose('hrnet', synthetic_mpii)
+    engine = FastEngine(model, MMEngineBatchLoss(),
+                        detect_loss_reduction(model))
+    with_rows = {layer.module for layer, _ in engine._rows}
+    assert with_rows and all(isinstance(m, torch.nn.Conv2d)
+                             for m in with_rows)
+    assert with_rows == {m for m in engine.layers
+                         if isinstance(m, torch.nn.Conv2d)}
 
 
 def test_the_default_is_rows_on_the_cpu(synthetic_mpii):

@@ -64,8 +64,12 @@ class FastEngine(ClippingEngine):
         self._group_size: Dict[tuple, int] = {}
         # Only parameters of at most ROW_NUMEL elements: a large weight
         # mostly takes the ghost norm, and a row kept free for it would
-        # cost B times its size.
+        # cost B times its size. A layer of vectors only (a norm layer's
+        # weight and bias) has none: its per-sample gradients are B x C
+        # numbers, stacked after the backward (no copy each).
         for layer in self.layers.values():
+            if all(p.dim() < 2 for p in layer.params):
+                continue
             for k, p in enumerate(layer.params):
                 if p.numel() > ROW_NUMEL:
                     continue
