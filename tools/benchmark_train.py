@@ -16,7 +16,11 @@ a benchmark does not need), whose batch sizes the tool recomputes, so that
 the expected batch) compares equal work. Each iteration's own time is
 logged (``log_processor.window_size=1``): MMPose's window of 50 would
 average the first DP step's one-off checks into every later iteration of a
-short run. ``--profile`` reruns the DP run
+short run. ``--rounds N`` runs the whole list N times, interleaved
+(non-private, the DP variants, again ...), and reports the median of each
+figure and each round's DP / non-private ratio: this machine's speed drifts
+by several percent between minutes, which one pair of runs reads as a
+difference. ``--profile`` reruns the DP run
 under cProfile and splits its time into the DP step's parts (the clipping
 engine's forward/backward and per-layer work, the first-step checks, the
 noise and optimizer step, the sampler, the privacy hooks and their epsilon
@@ -192,6 +196,25 @@ def summarise(run: Dict, warmup: int,
                 peak_rss_mib=run['peak_rss_mib'], by_phase=run['by_phase'])
 
 
+def combine(rounds: Dict[str, List[Dict]]) -> Dict[str, Dict]:
+    """Each run's summaries over the rounds: the median of every figure,
+    and (``ratios``) each round's time per expected batch and peak RSS
+    over that round's non-private run's."""
+    base = rounds['nonprivate']
+    out = {}
+    for name, summaries in rounds.items():
+        merged = {k: statistics.median(s[k] for s in summaries)
+                  for k, v in summaries[0].items()
+                  if isinstance(v, (int, float))}
+        merged['by_phase'] = summaries[0]['by_phase']
+        merged['ratios'] = [
+            (s['per_expected_batch'] / b['per_expected_batch'],
+             s['peak_rss_mib'] / b['peak_rss_mib'])
+            for s, b in zip(summaries, base)]
+        out[name] = merged
+    return out
+
+
 def breakdown(profile: str) -> List[tuple]:
     """(bucket, seconds) from the DP run's cProfile: each bucket the
     cumulative time of its functions, less the buckets nested in it."""
@@ -217,20 +240,34 @@ def render(preset, batch, epochs, records, res, parts, argv) -> str:
     base = res['nonprivate']
     lines = [f'## tools/train.py, {preset}, expected batch {batch}, '
              f'{epochs} epochs of {records} records on CPU', '',
-             f"`python tools/benchmark_train.py {' '.join(argv)}`", '',
-             '| run | s / iter (median) | s / iter (mean) | samples / '
-             'iter (mean) | s per expected batch | data s / iter | '
-             'iterations | wall s | peak RSS MiB |',
-             '|---|---:|---:|---:|---:|---:|---:|---:|---:|']
+             f"`python tools/benchmark_train.py {' '.join(argv)}`", '']
+    rounds = len(base.get('ratios', ()))
+    if rounds > 1:
+        lines += [f'Each figure: the median of {rounds} interleaved rounds.',
+                  '']
+    lines += ['| run | s / iter (median) | s / iter (mean) | samples / '
+              'iter (mean) | s per expected batch | data s / iter | '
+              'iterations | wall s | peak RSS MiB |',
+              '|---|---:|---:|---:|---:|---:|---:|---:|---:|']
     for name, r in res.items():
         lines.append(f"| {name} | {r['time']:.3f} | {r['mean_time']:.3f} | "
                      f"{r['mean_batch']:.2f} | "
                      f"{r['per_expected_batch']:.3f} | "
-                     f"{r['data_time']:.3f} | {r['iters']} | "
+                     f"{r['data_time']:.3f} | {r['iters']:.0f} | "
                      f"{r['wall_s']:.0f} | {r['peak_rss_mib']:.0f} |")
     lines.append('')
     for name, r in res.items():
-        if name != 'nonprivate':
+        if name != 'nonprivate' and len(r.get('ratios', ())) > 1:
+            time_ratios = sorted(t for t, _ in r['ratios'])
+            rss_ratios = sorted(m for _, m in r['ratios'])
+            lines.append(
+                f"{name} / non-private, each of {len(r['ratios'])} "
+                'interleaved rounds: time per expected batch ' +
+                ', '.join(f'{t:.2f}x' for t, _ in r['ratios']) +
+                f' (median {statistics.median(time_ratios):.2f}x), peak '
+                'RSS ' + ', '.join(f'{m:.2f}x' for _, m in r['ratios']) +
+                f' (median {statistics.median(rss_ratios):.2f}x).')
+        elif name != 'nonprivate':
             lines.append(
                 f"{name} / non-private: time per expected batch "
                 f"{r['per_expected_batch'] / base['per_expected_batch']:.2f}x"
@@ -269,6 +306,9 @@ def main(argv: Optional[List[str]] = None) -> Dict:
     p.add_argument('--variants', nargs='*', default=['default'],
                    help="DP runs: 'default' or KEY=VALUE[,KEY=VALUE] "
                    'privacy settings (e.g. max_physical_batch_size=8)')
+    p.add_argument('--rounds', type=int, default=1,
+                   help='run every configuration this many times, '
+                   'interleaved; report medians and per-round ratios')
     p.add_argument('--profile', action='store_true')
     p.add_argument('--memory-by-phase', action='store_true',
                    help='run under tools/rss_by_phase.py: the peak RSS of '
@@ -290,17 +330,20 @@ def main(argv: Optional[List[str]] = None) -> Dict:
                                 'dp' if variant == 'default' else
                                 'dp ' + variant)
         configs.update(written)
-    res = {}
+    rounds: Dict[str, List[Dict]] = {name: [] for name in configs}
     sizes = drawn_batch_sizes(args.records, args.batch_size, args.epochs)
-    for name, config in configs.items():
-        run = run_train(config, osp.join(args.work_dir, _file_name(name)),
-                        by_phase=args.memory_by_phase)
-        run['batch'] = args.batch_size
-        res[name] = summarise(run, args.warmup,
-                              None if name == 'nonprivate' else sizes)
-        print(name, {k: round(v, 3) if isinstance(v, float) else v
-                     for k, v in res[name].items()},
-              flush=True)
+    for i in range(args.rounds):
+        for name, config in configs.items():
+            work_dir = osp.join(args.work_dir, _file_name(name) + (
+                f'_round{i + 1}' if args.rounds > 1 else ''))
+            run = run_train(config, work_dir, by_phase=args.memory_by_phase)
+            run['batch'] = args.batch_size
+            rounds[name].append(summarise(
+                run, args.warmup, None if name == 'nonprivate' else sizes))
+            print(f'round {i + 1}', name,
+                  {k: round(v, 3) if isinstance(v, float) else v
+                   for k, v in rounds[name][-1].items()}, flush=True)
+    res = combine(rounds)
     parts = []
     if args.profile:
         profile = osp.join(args.work_dir, 'dp.prof')

@@ -72,3 +72,32 @@ def test_the_recomputed_batch_sizes_are_the_samplers_draws():
         drawn += [len(batch) for batch in sampler]
     assert drawn == benchmark_train.drawn_batch_sizes(64, 8, 3)
     assert len(set(drawn)) > 1  # Poisson sizes, not a constant
+
+
+def test_rounds_report_medians_and_each_rounds_own_ratio():
+    # The machine's speed drifts between runs: a DP run is compared with
+    # the non-private run of its own round.
+    import benchmark_train
+
+    def summary(per_batch, rss):
+        return dict(time=per_batch, mean_time=per_batch,
+                    per_expected_batch=per_batch, mean_batch=8.0,
+                    data_time=0.01, iters=16, wall_s=60.0,
+                    peak_rss_mib=rss, by_phase=None)
+
+    rounds = {'nonprivate': [summary(3.0, 100), summary(4.0, 100),
+                             summary(3.2, 110)],
+              'dp': [summary(3.6, 120), summary(4.4, 100),
+                     summary(4.8, 121)]}
+    res = benchmark_train.combine(rounds)
+    assert res['nonprivate']['per_expected_batch'] == 3.2
+    assert res['dp']['per_expected_batch'] == 4.4
+    assert [round(t, 3) for t, _ in res['dp']['ratios']] == [1.2, 1.1, 1.5]
+    assert [round(m, 3) for _, m in res['dp']['ratios']] == [1.2, 1.0, 1.1]
+    text = benchmark_train.render('tiny', 8, 2, 64, res, [], ['--rounds'])
+    assert 'the median of 3 interleaved rounds' in text
+    assert ('dp / non-private, each of 3 interleaved rounds: time per '
+            'expected batch 1.20x, 1.10x, 1.50x (median 1.20x), peak RSS '
+            '1.20x, 1.00x, 1.10x (median 1.10x).') in text
+    assert '| dp | 4.400 | 4.400 | 8.00 | 4.400 | 0.010 | 16 | 60 | 120 |' \
+        in text
