@@ -27,9 +27,7 @@ def test_rows_and_stacking_give_the_same_clipped_sum(synthetic_mpii, units,
 
     def spy(self, layers, buffers=None):
         init(self, layers, buffers)
-        seen.append((len(buffers or {}), [
-            {type(slot[0].module) for slot in slots if slot is not None}
-            for slots, _ in self.groups]))
+        seen.append((len(buffers or {}), [t for _, t in self.groups]))
 
     monkeypatch.setattr(stacked.StackedGradients, '__init__', spy)
     sums = {}
@@ -40,30 +38,60 @@ def test_rows_and_stacking_give_the_same_clipped_sum(synthetic_mpii, units,
         seen.clear()
         sums[rows], _ = engine.clipped_sum(batch, units, 0.05)
         buffers, groups = seen[-1]
-        if rows:  # the groups of weights: the rows written during the
-            # backward; then the norm layers' vectors, stacked after it
-            assert 0 < buffers < len(groups)
-            assert all(kinds == {torch.nn.Conv2d}
-                       for kinds in groups[:buffers])
-            assert all(torch.nn.Conv2d not in kinds
-                       for kinds in groups[buffers:])
+        if rows:  # the groups are the rows written during the backward
+            assert buffers == len(groups) > 0
         else:
             assert buffers == 0 and len(groups) > 0
     for a, b, name in zip(sums[True], sums[False], engine.names):
         torch.testing.assert_close(a, b, rtol=1e-6, atol=1e-9, msg=name)
 
 
-def test_only_layers_with_a_matrix_or_kernel_get_rows(synthetic_mpii):
-    # A norm layer's per-sample gradients are B x C numbers: a row would
-    # cost a copy each and save nothing worth it.
-    model, _ = build_tiny_pose('hrnet', synthetic_mpii)
-    engine = FastEngine(model, MMEngineBatchLoss(),
-                        detect_loss_reduction(model))
-    with_rows = {layer.module for layer, _ in engine._rows}
-    assert with_rows and all(isinstance(m, torch.nn.Conv2d)
-                             for m in with_rows)
-    assert with_rows == {m for m in engine.layers
-                         if isinstance(m, torch.nn.Conv2d)}
+@pytest.mark.parametrize('one_kernel', [False, True])
+@pytest.mark.parametrize('layer,shape,summed', [
+    (torch.nn.GroupNorm(2, 4), (3, 4, 5, 5), True),
+    (torch.nn.LayerNorm(4), (3, 6, 4), True),
+    (torch.nn.LayerNorm((2, 3)), (3, 2, 3), False)])
+def test_a_norm_layer_writes_into_its_rows_without_a_copy(layer, shape,
+                                                          summed, one_kernel):
+    # Its weight and bias gradients are sums: written straight into the
+    # rows of the stacked buffers (out=), no per-parameter copy on a CPU
+    # (a GPU's one batched product is copied; a layer norm over the whole
+    # sample has no sum: its bias gradient is the output gradient, copied).
+    from torch.utils._python_dispatch import TorchDispatchMode
+
+    from mmpose_dp.privacy.engines.fast.norms import AffineNormCapture
+    from mmpose_dp.privacy.engines.fast.rules import (LAYER_RULES,
+                                                      layer_kind)
+    torch.manual_seed(0)
+    capture = LAYER_RULES[layer_kind(layer)](layer)
+    assert isinstance(capture, AffineNormCapture)
+    capture.one_kernel = one_kernel
+    a, g = torch.randn(shape), torch.randn(shape)
+    buffers = [torch.full((3, 2) + tuple(p.shape), float('nan'))
+               for p in capture.params]
+    rows = [b[:, 1] for b in buffers]  # strided, as the engine's
+
+    class Ops(TorchDispatchMode):
+        seen = []
+
+        def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+            self.seen.append(func.__name__.split('.')[0])
+            return func(*args, **(kwargs or {}))
+
+    with Ops():
+        written = capture.instantiate(a, g, rows)
+    assert all(w is r for w, r in zip(written, rows))
+    assert Ops.seen.count('copy_') == (one_kernel if summed else 1)
+    for row, want in zip(rows, capture.instantiate(a, g)):
+        torch.testing.assert_close(row, want)
+    # per-sample autograd
+    for b in range(3):
+        layer.zero_grad()
+        (layer(a[b:b + 1]) * g[b:b + 1]).sum().backward()
+        for row, p in zip(rows, capture.params):
+            torch.testing.assert_close(row[b], p.grad, rtol=1e-5,
+                                       atol=1e-6)
+    assert not any(b[:, 0].isfinite().any() for b in buffers)
 
 
 def test_the_default_is_rows_on_the_cpu(synthetic_mpii):

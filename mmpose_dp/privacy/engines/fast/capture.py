@@ -30,9 +30,9 @@ class LayerCapture:
         #: Sample i is unit i (set per micro-batch by the engine, from the
         #: unit list: no tensor op per layer).
         self.identity = True
-        #: Where instantiated gradients go: ``sink(layer, grads)`` returns
-        #: the tensors to keep (views of the engine's stacked buffers), or
-        #: None to keep ``grads`` themselves.
+        #: Where instantiated gradients go: ``sink(layer, B, dtype)``
+        #: returns the layer's rows of the engine's stacked buffers (views
+        #: to write them into), or None to keep the tensors computed.
         self.sink = None
         #: Per-sample products as one batched kernel (a GPU, where each op
         #: is a launch) rather than the CPU's faster multiply-and-sum.
@@ -53,8 +53,9 @@ class LayerCapture:
         self.norm2: Optional[torch.Tensor] = None  # ghost norms of kept
 
     # -- the rule -----------------------------------------------------------
-    def instantiate(self, a, g) -> List[torch.Tensor]:
-        """Per-sample gradients ``[B, *shape]`` of the trainable params."""
+    def instantiate(self, a, g, out=None) -> List[torch.Tensor]:
+        """Per-sample gradients ``[B, *shape]`` of the trainable params;
+        with ``out`` (one tensor each) written into it and returned."""
         raise NotImplementedError
 
     def ghost_sizes(self, a, g) -> Tuple[int, int, int]:
@@ -90,14 +91,22 @@ class LayerCapture:
             self.norm2 = self._ghost_norm2(a, g)
             self.kept.append((a, g))
             return
+        rows = None
+        if self.grads is None and self.sink is not None:
+            rows = self.sink(self, g.shape[0], g.dtype)
+        if rows is not None and not self.kept:  # straight into the rows
+            self.grads, self.stacked = self.instantiate(a, g, rows), True
+            return
         grads = self.instantiate(a, g)
         for ka, kg in self.kept:  # the layer was called again
             grads = [x + y for x, y in zip(grads, self.instantiate(ka, kg))]
         self.kept, self.norm2 = [], None
-        if self.grads is None:
-            kept = self.sink(self, grads) if self.sink else None
-            self.stacked = kept is not None
-            self.grads = grads if kept is None else kept
+        if rows is not None:
+            for row, grad in zip(rows, grads):
+                row.copy_(grad)
+            self.grads, self.stacked = rows, True
+        elif self.grads is None:
+            self.grads, self.stacked = grads, False
         elif self.stacked:  # another call: added in its stacked rows
             torch._foreach_add_(self.grads, grads)
         else:  # (own tensors may share memory with autograd's: no in-place)
@@ -154,10 +163,14 @@ class WeightLayerCapture(LayerCapture):
         """Per-sample weight gradients ``[B, *W.shape]``."""
         raise NotImplementedError
 
-    def instantiate(self, a, g) -> List[torch.Tensor]:
-        out = [self.weight_grads(a, g)] if self.train_weight else []
+    def instantiate(self, a, g, out=None) -> List[torch.Tensor]:
+        grads = [self.weight_grads(a, g)] if self.train_weight else []
         if self.train_bias:
-            out.append(self.bias_grad(g))
+            grads.append(self.bias_grad(g))
+        if out is None:
+            return grads
+        for row, grad in zip(out, grads):  # the backend's own tensors
+            row.copy_(grad)
         return out
 
 

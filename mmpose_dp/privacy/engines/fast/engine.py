@@ -64,12 +64,8 @@ class FastEngine(ClippingEngine):
         self._group_size: Dict[tuple, int] = {}
         # Only parameters of at most ROW_NUMEL elements: a large weight
         # mostly takes the ghost norm, and a row kept free for it would
-        # cost B times its size. A layer of vectors only (a norm layer's
-        # weight and bias) has none: its per-sample gradients are B x C
-        # numbers, stacked after the backward (no copy each).
+        # cost B times its size.
         for layer in self.layers.values():
-            if all(p.dim() < 2 for p in layer.params):
-                continue
             for k, p in enumerate(layer.params):
                 if p.numel() > ROW_NUMEL:
                     continue
@@ -117,46 +113,44 @@ class FastEngine(ClippingEngine):
         self.timings[phase] = self.timings.get(phase, 0.0) + now - start
         return now
 
-    def _stack_rows(self, layer, grads: List[torch.Tensor]
+    def _stack_rows(self, layer, batch: int, dtype: torch.dtype
                     ) -> Optional[List[torch.Tensor]]:
-        """Write a layer's per-sample gradients into its rows of the
-        stacked buffers; the rows (views), or None to keep them as they are
-        (a dtype or batch other than the buffer's)."""
+        """The layer's rows of the stacked buffers (views ``[B, *shape]``,
+        uninitialised) for it to write its per-sample gradients into, or
+        None to keep them as computed (a parameter without a row, or a
+        dtype or batch other than the buffer's)."""
         places = []
-        for k, grad in enumerate(grads):
+        for k, p in enumerate(layer.params):
             if (layer, k) not in self._rows:
                 return None
             shape, row = self._rows[(layer, k)]
             buffer = self._buffers.get(shape)
             if buffer is None:
                 buffer = self._buffers[shape] = StackBuffer(
-                    self._spare_rows(shape, grad))
-            if (buffer.tensor.dtype != grad.dtype
-                    or buffer.tensor.shape[0] != grad.shape[0]):
+                    self._spare_rows(shape, batch, dtype, p.device))
+            if (buffer.tensor.dtype != dtype
+                    or buffer.tensor.shape[0] != batch):
                 return None
             places.append((buffer, row, (layer, k)))
-        views = []
-        for (buffer, row, slot), grad in zip(places, grads):
-            view = buffer.tensor[:, row]
-            view.copy_(grad)
+        for buffer, row, slot in places:
             buffer.slots[row] = slot
-            views.append(view)
-        return views
+        return [buffer.tensor[:, row] for buffer, row, _ in places]
 
     def release_buffers(self) -> None:
         self._spare.clear()
 
-    def _spare_rows(self, shape: tuple, grad: torch.Tensor) -> torch.Tensor:
+    def _spare_rows(self, shape: tuple, batch: int, dtype: torch.dtype,
+                    device: torch.device) -> torch.Tensor:
         """Uninitialised ``[B, k, *shape]`` for this micro-batch: the kept
         tensor of this shape (its first B samples) when its dtype and device
         match and it is large enough, else a new one, kept instead."""
-        B = grad.shape[0]
         kept = self._spare.get(shape)
-        if (kept is None or kept.dtype != grad.dtype
-                or kept.device != grad.device or kept.shape[0] < B):
-            kept = self._spare[shape] = grad.new_empty(
-                (B, self._group_size[shape]) + shape)
-        return kept[:B]
+        if (kept is None or kept.dtype != dtype or kept.device != device
+                or kept.shape[0] < batch):
+            kept = self._spare[shape] = torch.empty(
+                (batch, self._group_size[shape]) + shape, dtype=dtype,
+                device=device)
+        return kept[:batch]
 
     def _units_tensor(self, units, identity: bool) -> torch.Tensor:
         """The units on the device; ``arange(B)`` made once per size (no

@@ -2,7 +2,7 @@
 gradients of their affine map (weight, bias) after the normalisation,
 which involves no parameter."""
 import math
-from typing import List, Tuple
+from typing import List, Optional, Tuple
 
 import torch
 import torch.nn.functional as F
@@ -22,36 +22,59 @@ class AffineNormCapture(LayerCapture):
         (dim 1) by default."""
         return tuple(range(2, a.dim()))
 
-    def instantiate(self, a, g) -> List[torch.Tensor]:
+    def instantiate(self, a, g, out=None) -> List[torch.Tensor]:
+        # With ``out`` (the engine's rows) the sums are written straight
+        # into them: no copy.
         x_hat = self.normalised(a)
         dims = self.reduced_dims(a)
-        out = []
+        rows = iter(out or ())
+        grads = []
         if self.train_weight:
             # sum over the reduced dims of g * x_hat
-            out.append(_summed_product(g, x_hat, dims, self.one_kernel)
-                       if dims else g * x_hat)
+            row = next(rows, None)
+            grads.append(_summed_product(g, x_hat, dims, self.one_kernel,
+                                         row) if dims else
+                         torch.mul(g, x_hat, **_into(row)))
         if self.train_bias:
-            out.append(g.sum(dims) if dims else g)
-        return out
+            row = next(rows, None)
+            if dims:
+                grads.append(torch.sum(g, dims, **_into(row)))
+            else:
+                grads.append(g if row is None else row.copy_(g))
+        return grads
+
+
+def _into(row: Optional[torch.Tensor]) -> dict:
+    return {} if row is None else dict(out=row)
 
 
 def _summed_product(g: torch.Tensor, x: torch.Tensor,
-                    dims: Tuple[int, ...], one_kernel: bool) -> torch.Tensor:
+                    dims: Tuple[int, ...], one_kernel: bool,
+                    out: Optional[torch.Tensor] = None) -> torch.Tensor:
     """``(g * x).sum(dims)`` for contiguous ``dims`` (channels: 2.., or a
-    layer norm's middle dims 1..k): with ``one_kernel`` one batched
-    product (one launch, for a GPU), else a multiply-and-sum, which a CPU
-    runs several times faster than a batch of one-row matrix products."""
+    layer norm's middle dims 1..k), written into ``out`` if given: with
+    ``one_kernel`` one batched product (one launch, for a GPU), else a
+    multiply-and-sum, which a CPU runs several times faster than a batch
+    of one-row matrix products."""
     kept = [d for d in range(g.dim()) if d not in dims]
     if dims == tuple(range(2, g.dim())):  # [B, C, *spatial]
         B, C = g.shape[:2]
         g, x = g.reshape(B, C, -1), x.reshape(B, C, -1)
-        return (torch.einsum('bcn,bcn->bc', g, x) if one_kernel else
-                torch.linalg.vecdot(g, x))
+        if not one_kernel:
+            return torch.linalg.vecdot(g, x, **_into(out))
+        product = torch.einsum('bcn,bcn->bc', g, x)
+        return product if out is None else out.copy_(product)
     B, rest = g.shape[0], [g.shape[d] for d in kept[1:]]
     g = g.reshape(B, -1, math.prod(rest))
     x = x.reshape(B, -1, math.prod(rest))
-    return (torch.einsum('bnc,bnc->bc', g, x) if one_kernel else
-            (g * x).sum(1)).view(B, *rest)
+    flat = None if out is None else out.view(B, math.prod(rest))
+    if not one_kernel:
+        product = torch.sum(g * x, 1, **_into(flat))
+    else:
+        product = torch.einsum('bnc,bnc->bc', g, x)
+        if flat is not None:
+            flat.copy_(product)
+    return product.view(B, *rest) if out is None else out
 
 
 @register_layer_rule('group_norm')
