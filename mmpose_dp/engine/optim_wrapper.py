@@ -4,6 +4,7 @@ from typing import Callable, Dict, List, Optional, Sequence
 
 import torch
 from mmengine.dist import all_reduce, get_dist_info
+from mmengine.logging import print_log
 from mmengine.optim import OptimWrapper
 from mmengine.registry import OPTIM_WRAPPERS
 from torch import nn
@@ -11,6 +12,7 @@ from torch import nn
 from ..privacy import NoiseStream, PrivacyLedger
 from ..privacy.mechanisms import GaussianMechanism, Mechanism
 from ..privacy.engines import BatchLoss, ClippingEngine, build_engine
+from .fused_optimizer import prefer_fused
 from .mmengine_batch import MMEngineBatchLoss
 from .release import PrivacyBudgetExceeded, Release
 from .trainable_changes import follow_trainable_changes
@@ -102,6 +104,10 @@ class DPOptimWrapper(OptimWrapper):
                                    batch_loss or MMEngineBatchLoss(),
                                    loss_reduction)
         check_optimized(self.engine.params, self.optimizer)
+        if prefer_fused(self.optimizer):
+            print_log(f'[privacy] {type(self.optimizer).__name__}: its fused '
+                      'kernel (set optimizer.fused=False in the config to '
+                      'keep the per-parameter loop)', logger='current')
 
     def configure(self, noise_multiplier: float, sample_rate: float,
                   expected_batch_size: float, ledger: PrivacyLedger,

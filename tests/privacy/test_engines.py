@@ -71,13 +71,29 @@ class _Tokens(nn.Module):
         return self.fc(self.gn(out).flatten(1))
 
 
+class _Pointwise(nn.Module):
+    """1x1 convolutions (per-sample weight gradients as batched products):
+    one instantiated (16 positions, 2 -> 16), one with a ghost norm (4
+    positions, 16 -> 16)."""
+
+    def __init__(self):
+        super().__init__()
+        self.widen = nn.Conv2d(2, 16, 1, bias=False)
+        self.mix = nn.Conv2d(16, 16, 1)
+        self.fc = nn.Linear(16 * 4, 2)
+
+    def forward(self, x):  # [B, 2, 4, 4]
+        out = nn.functional.avg_pool2d(torch.relu(self.widen(x)), 2)
+        return self.fc(self.mix(out).flatten(1))
+
+
 LOSS = TensorBatchLoss(lambda net, x, y: ((net(x) - y)**2).sum(1).mean())
 
 
 def _data(model, n=6):
     g = torch.Generator().manual_seed(1)
     shape = {_Residual: (2, 4, 4), _FoldsJoints: (4, 3), _Aliasing: (2, ),
-             _Tokens: (4, 6)}
+             _Tokens: (4, 6), _Pointwise: (2, 4, 4)}
     return (torch.randn(n, *shape[type(model)], generator=g),
             torch.randn(n, 2, generator=g))
 
@@ -117,6 +133,26 @@ def test_engines_give_the_clipped_sum_of_per_sample_autograd(engine, units):
     assert all(p.grad is None for p in model.parameters())
     assert loss.item() == pytest.approx(LOSS.loss(model, batch).item(),
                                         rel=1e-5)
+
+
+@pytest.mark.parametrize('units', [[0, 1, 2, 3, 4, 5], [2, 2, 0, 1, 1, 0]])
+def test_pointwise_convolutions_give_the_clipped_sum(units):
+    from mmpose_dp.privacy.engines.fast.conv import ConvCapture
+    torch.manual_seed(0)
+    model = _Pointwise()
+    batch = _data(model)
+    expected = _reference(model, batch, units, c=0.05)
+    engine = _engine('fast', model)
+    captures = [engine.layers[model.widen], engine.layers[model.mix]]
+    assert all(isinstance(c, ConvCapture) and c.pointwise for c in captures)
+    seen = {}
+    for capture in captures:  # which of the two ways each layer took
+        capture.receive = (lambda a, g, c=capture, f=capture.receive: (
+            seen.setdefault(c.module, c._ghost(a, g)), f(a, g))[1])
+    summed, _ = engine.clipped_sum(batch, units, 0.05)
+    assert seen == {model.widen: False, model.mix: True}
+    for got, want in zip(summed, expected):
+        torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-6)
 
 
 @pytest.mark.parametrize('engine', ['fast', 'fast-batched', 'hooks', 'vmap'])

@@ -94,6 +94,50 @@ def test_a_norm_layer_writes_into_its_rows_without_a_copy(layer, shape,
     assert not any(b[:, 0].isfinite().any() for b in buffers)
 
 
+@pytest.mark.parametrize('layer,shape,copies', [
+    (torch.nn.Conv2d(4, 5, 1), (3, 4, 6, 5), 0),  # pointwise: a batched GEMM
+    (torch.nn.Conv1d(4, 5, 1, bias=False), (3, 4, 7), 0),
+    (torch.nn.Linear(4, 5), (3, 6, 4), 0),
+    (torch.nn.Conv2d(4, 5, 3, padding=1), (3, 4, 6, 5), 1),  # grouped kernel
+    (torch.nn.Conv2d(4, 5, 1, stride=2), (3, 4, 6, 5), 1)])
+def test_a_weight_layer_writes_into_its_rows(layer, shape, copies):
+    # A linear layer's and a pointwise convolution's per-sample weight
+    # gradients are batched products written into the rows (out=), as are
+    # the bias sums; other convolutions copy the backend's grouped result.
+    from torch.utils._python_dispatch import TorchDispatchMode
+
+    from mmpose_dp.privacy.engines.fast.rules import (LAYER_RULES,
+                                                      layer_kind)
+    torch.manual_seed(0)
+    capture = LAYER_RULES[layer_kind(layer)](layer)
+    a = torch.randn(shape)
+    g = torch.randn(layer(a).shape)
+    buffers = [torch.full((3, 2) + tuple(p.shape), float('nan'))
+               for p in capture.params]
+    rows = [b[:, 1] for b in buffers]
+
+    class Ops(TorchDispatchMode):
+        seen = []
+
+        def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+            self.seen.append(func.__name__.split('.')[0])
+            return func(*args, **(kwargs or {}))
+
+    with Ops():
+        written = capture.instantiate(a, g, rows)
+    assert all(w is r for w, r in zip(written, rows))
+    assert Ops.seen.count('copy_') == copies
+    for b in range(3):  # per-sample autograd
+        layer.zero_grad()
+        (layer(a[b:b + 1]) * g[b:b + 1]).sum().backward()
+        for row, p in zip(rows, capture.params):
+            torch.testing.assert_close(row[b], p.grad, rtol=1e-5,
+                                       atol=1e-5)
+    for want, got in zip(capture.instantiate(a, g), rows):
+        torch.testing.assert_close(want, got)
+    assert not any(b[:, 0].isfinite().any() for b in buffers)
+
+
 def test_the_default_is_rows_on_the_cpu(synthetic_mpii):
     model, dataset = build_tiny_pose('hrnet', synthetic_mpii)
     engine = FastEngine(model, MMEngineBatchLoss(),

@@ -67,7 +67,10 @@ class LayerCapture:
         shapes ``[B, groups, T, in]`` and ``[B, groups, T, out]``."""
         raise NotImplementedError
 
-    def bias_grad(self, g: torch.Tensor) -> torch.Tensor:
+    def bias_grad(self, g: torch.Tensor, out: Optional[torch.Tensor] = None
+                  ) -> torch.Tensor:
+        """Per-sample bias gradients ``[B, out]``, written into ``out`` if
+        given."""
         raise NotImplementedError
 
     def kept_weight_sum(self, a, g, c) -> torch.Tensor:
@@ -159,19 +162,26 @@ class WeightLayerCapture(LayerCapture):
 
     ghostable = True
 
-    def weight_grads(self, a, g) -> torch.Tensor:
-        """Per-sample weight gradients ``[B, *W.shape]``."""
+    def weight_grads(self, a, g, out: Optional[torch.Tensor] = None
+                     ) -> torch.Tensor:
+        """Per-sample weight gradients ``[B, *W.shape]``, written into
+        ``out`` if given."""
         raise NotImplementedError
 
     def instantiate(self, a, g, out=None) -> List[torch.Tensor]:
-        grads = [self.weight_grads(a, g)] if self.train_weight else []
+        rows = iter(out or ())
+        grads = ([self.weight_grads(a, g, next(rows, None))]
+                 if self.train_weight else [])
         if self.train_bias:
-            grads.append(self.bias_grad(g))
-        if out is None:
-            return grads
-        for row, grad in zip(out, grads):  # the backend's own tensors
-            row.copy_(grad)
-        return out
+            grads.append(self.bias_grad(g, next(rows, None)))
+        return grads
+
+
+def written_into(out: Optional[torch.Tensor], grad: torch.Tensor
+                 ) -> torch.Tensor:
+    """``grad`` copied into ``out`` (a backend that returns its own
+    tensor), or ``grad`` itself without ``out``."""
+    return grad if out is None else out.copy_(grad)
 
 
 class FactorsByDtype:

@@ -6,7 +6,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .capture import WeightLayerCapture
+from .capture import WeightLayerCapture, written_into
 from .rules import register_layer_rule
 
 
@@ -43,6 +43,17 @@ class ConvCapture(WeightLayerCapture):
 
     transposed = False
 
+    def __init__(self, module):
+        super().__init__(module)
+        #: A 1x1 convolution with stride 1, no padding and one group: per
+        #: sample a matrix product over positions, which a batched GEMM
+        #: computes several times faster on a CPU than the backend's
+        #: grouped weight-gradient kernel (and writes into a row).
+        self.pointwise = (not self.transposed and module.groups == 1
+                          and all(k == 1 for k in module.kernel_size)
+                          and all(s == 1 for s in module.stride)
+                          and all(p == 0 for p in module.padding))
+
     @classmethod
     def supports(cls, module):
         return module.padding_mode == 'zeros'
@@ -52,6 +63,8 @@ class ConvCapture(WeightLayerCapture):
         transposed convolution: its output gradient, unfolded as the input
         of the convolution it is the adjoint of)."""
         m = self.module
+        if self.pointwise:  # the columns are the input itself
+            return a.reshape(a.shape[0], 1, a.shape[1], -1)
         if a.dim() == 3:  # Conv1d as a 2d conv of height 1
             a = a.unsqueeze(2)
             kernel, dilation = (1, ) + m.kernel_size, (1, ) + m.dilation
@@ -79,11 +92,21 @@ class ConvCapture(WeightLayerCapture):
         G = dy.reshape(B, groups, rows // groups, -1).transpose(2, 3)
         return A, G
 
-    def bias_grad(self, g):
-        return g.reshape(g.shape[0], g.shape[1], -1).sum(-1)
+    def bias_grad(self, g, out=None):
+        flat = g.reshape(g.shape[0], g.shape[1], -1)
+        return flat.sum(-1) if out is None else torch.sum(flat, -1, out=out)
 
-    def weight_grads(self, a, g):
-        return conv_weight_grad(self.module, a, g, True)
+    def weight_grads(self, a, g, out=None):
+        if not self.pointwise:
+            return written_into(out, conv_weight_grad(self.module, a, g,
+                                                      True))
+        # [B, out, T] @ [B, T, in] -> [B, out, in (, 1, 1)]
+        B, shape = g.shape[0], self.module.weight.shape
+        G, A = g.reshape(B, shape[0], -1), a.reshape(B, shape[1], -1)
+        if out is None:
+            return torch.bmm(G, A.transpose(1, 2)).view(B, *shape)
+        torch.bmm(G, A.transpose(1, 2), out=out.view(B, *shape[:2]))
+        return out
 
     def kept_weight_sum(self, a, g, c):
         if self.transposed:

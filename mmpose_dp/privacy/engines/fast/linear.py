@@ -18,12 +18,17 @@ class LinearCapture(WeightLayerCapture):
         return (a.reshape(a.shape[0], 1, -1, a.shape[-1]),
                 g.reshape(g.shape[0], 1, -1, g.shape[-1]))
 
-    def bias_grad(self, g):
-        return g.reshape(g.shape[0], -1, g.shape[-1]).sum(1)
+    def bias_grad(self, g, out=None):
+        flat = g.reshape(g.shape[0], -1, g.shape[-1])
+        return flat.sum(1) if out is None else torch.sum(flat, 1, out=out)
 
-    def weight_grads(self, a, g):
-        A, G = self.ghost_factors(a, g)
-        return torch.einsum('bgto,bgti->boi', G, A)
+    def weight_grads(self, a, g, out=None):
+        # [B, out, T] @ [B, T, in]: one batched product, straight into the
+        # row when given.
+        B = g.shape[0]
+        G = g.reshape(B, -1, g.shape[-1]).transpose(1, 2)
+        A = a.reshape(B, -1, a.shape[-1])
+        return torch.bmm(G, A) if out is None else torch.bmm(G, A, out=out)
 
     def kept_weight_sum(self, a, g, c):
         A, G = self.ghost_factors(a, g * c)
