@@ -46,72 +46,11 @@ def test_rows_and_stacking_give_the_same_clipped_sum(synthetic_mpii, units,
         torch.testing.assert_close(a, b, rtol=1e-6, atol=1e-9, msg=name)
 
 
-@pytest.mark.parametrize('one_kernel', [False, True])
-@pytest.mark.parametrize('layer,shape,summed', [
-    (torch.nn.GroupNorm(2, 4), (3, 4, 5, 5), True),
-    (torch.nn.LayerNorm(4), (3, 6, 4), True),
-    (torch.nn.LayerNorm((2, 3)), (3, 2, 3), False)])
-def test_a_norm_layer_writes_into_its_rows_without_a_copy(layer, shape,
-                                                          summed, one_kernel):
-    # Its weight and bias gradients are sums: written straight into the
-    # rows of the stacked buffers (out=), no per-parameter copy on a CPU
-    # (a GPU's one batched product is copied; a layer norm over the whole
-    # sample has no sum: its bias gradient is the output gradient, copied).
+def _write_into_rows(capture, a, g, atol):
+    """Instantiate into strided NaN-filled rows, as the engine's: the rows
+    are returned, equal per-sample autograd and the other rows stay NaN;
+    the ``copy_`` ops dispatched."""
     from torch.utils._python_dispatch import TorchDispatchMode
-
-    from mmpose_dp.privacy.engines.fast.norms import AffineNormCapture
-    from mmpose_dp.privacy.engines.fast.rules import (LAYER_RULES,
-                                                      layer_kind)
-    torch.manual_seed(0)
-    capture = LAYER_RULES[layer_kind(layer)](layer)
-    assert isinstance(capture, AffineNormCapture)
-    capture.one_kernel = one_kernel
-    a, g = torch.randn(shape), torch.randn(shape)
-    buffers = [torch.full((3, 2) + tuple(p.shape), float('nan'))
-               for p in capture.params]
-    rows = [b[:, 1] for b in buffers]  # strided, as the engine's
-
-    class Ops(TorchDispatchMode):
-        seen = []
-
-        def __torch_dispatch__(self, func, types, args=(), kwargs=None):
-            self.seen.append(func.__name__.split('.')[0])
-            return func(*args, **(kwargs or {}))
-
-    with Ops():
-        written = capture.instantiate(a, g, rows)
-    assert all(w is r for w, r in zip(written, rows))
-    assert Ops.seen.count('copy_') == (one_kernel if summed else 1)
-    for row, want in zip(rows, capture.instantiate(a, g)):
-        torch.testing.assert_close(row, want)
-    # per-sample autograd
-    for b in range(3):
-        layer.zero_grad()
-        (layer(a[b:b + 1]) * g[b:b + 1]).sum().backward()
-        for row, p in zip(rows, capture.params):
-            torch.testing.assert_close(row[b], p.grad, rtol=1e-5,
-                                       atol=1e-6)
-    assert not any(b[:, 0].isfinite().any() for b in buffers)
-
-
-@pytest.mark.parametrize('layer,shape,copies', [
-    (torch.nn.Conv2d(4, 5, 1), (3, 4, 6, 5), 0),  # pointwise: a batched GEMM
-    (torch.nn.Conv1d(4, 5, 1, bias=False), (3, 4, 7), 0),
-    (torch.nn.Linear(4, 5), (3, 6, 4), 0),
-    (torch.nn.Conv2d(4, 5, 3, padding=1), (3, 4, 6, 5), 1),  # grouped kernel
-    (torch.nn.Conv2d(4, 5, 1, stride=2), (3, 4, 6, 5), 1)])
-def test_a_weight_layer_writes_into_its_rows(layer, shape, copies):
-    # A linear layer's and a pointwise convolution's per-sample weight
-    # gradients are batched products written into the rows (out=), as are
-    # the bias sums; other convolutions copy the backend's grouped result.
-    from torch.utils._python_dispatch import TorchDispatchMode
-
-    from mmpose_dp.privacy.engines.fast.rules import (LAYER_RULES,
-                                                      layer_kind)
-    torch.manual_seed(0)
-    capture = LAYER_RULES[layer_kind(layer)](layer)
-    a = torch.randn(shape)
-    g = torch.randn(layer(a).shape)
     buffers = [torch.full((3, 2) + tuple(p.shape), float('nan'))
                for p in capture.params]
     rows = [b[:, 1] for b in buffers]
@@ -126,16 +65,58 @@ def test_a_weight_layer_writes_into_its_rows(layer, shape, copies):
     with Ops():
         written = capture.instantiate(a, g, rows)
     assert all(w is r for w, r in zip(written, rows))
-    assert Ops.seen.count('copy_') == copies
+    for row, want in zip(rows, capture.instantiate(a, g)):
+        torch.testing.assert_close(row, want)
+    layer = capture.module
     for b in range(3):  # per-sample autograd
         layer.zero_grad()
         (layer(a[b:b + 1]) * g[b:b + 1]).sum().backward()
         for row, p in zip(rows, capture.params):
-            torch.testing.assert_close(row[b], p.grad, rtol=1e-5,
-                                       atol=1e-5)
-    for want, got in zip(capture.instantiate(a, g), rows):
-        torch.testing.assert_close(want, got)
+            torch.testing.assert_close(row[b], p.grad, rtol=1e-5, atol=atol)
     assert not any(b[:, 0].isfinite().any() for b in buffers)
+    return Ops.seen.count('copy_')
+
+
+def _capture(layer):
+    from mmpose_dp.privacy.engines.fast.rules import LAYER_RULES, layer_kind
+    return LAYER_RULES[layer_kind(layer)](layer)
+
+
+@pytest.mark.parametrize('one_kernel', [False, True])
+@pytest.mark.parametrize('layer,shape,summed', [
+    (torch.nn.GroupNorm(2, 4), (3, 4, 5, 5), True),
+    (torch.nn.LayerNorm(4), (3, 6, 4), True),
+    (torch.nn.LayerNorm((2, 3)), (3, 2, 3), False)])
+def test_a_norm_layer_writes_into_its_rows_without_a_copy(layer, shape,
+                                                          summed, one_kernel):
+    # Its weight and bias gradients are sums: written straight into the
+    # rows of the stacked buffers (out=), no per-parameter copy on a CPU
+    # (a GPU's one batched product is copied; a layer norm over the whole
+    # sample has no sum: its bias gradient is the output gradient, copied).
+    from mmpose_dp.privacy.engines.fast.norms import AffineNormCapture
+    torch.manual_seed(0)
+    capture = _capture(layer)
+    assert isinstance(capture, AffineNormCapture)
+    capture.one_kernel = one_kernel
+    a, g = torch.randn(shape), torch.randn(shape)
+    copies = _write_into_rows(capture, a, g, atol=1e-6)
+    assert copies == (one_kernel if summed else 1)
+
+
+@pytest.mark.parametrize('layer,shape,copies', [
+    (torch.nn.Conv2d(4, 5, 1), (3, 4, 6, 5), 0),  # pointwise: a batched GEMM
+    (torch.nn.Conv1d(4, 5, 1, bias=False), (3, 4, 7), 0),
+    (torch.nn.Linear(4, 5), (3, 6, 4), 0),
+    (torch.nn.Conv2d(4, 5, 3, padding=1), (3, 4, 6, 5), 1),  # grouped kernel
+    (torch.nn.Conv2d(4, 5, 1, stride=2), (3, 4, 6, 5), 1)])
+def test_a_weight_layer_writes_into_its_rows(layer, shape, copies):
+    # A linear layer's and a pointwise convolution's per-sample weight
+    # gradients are batched products written into the rows (out=), as are
+    # the bias sums; other convolutions copy the backend's grouped result.
+    torch.manual_seed(0)
+    a = torch.randn(shape)
+    g = torch.randn(layer(a).shape)
+    assert _write_into_rows(_capture(layer), a, g, atol=1e-5) == copies
 
 
 def test_the_default_is_rows_on_the_cpu(synthetic_mpii):
