@@ -71,3 +71,17 @@ def test_other_optimizers_and_started_ones_are_left_alone():
     started.step()  # its state is the loop's
     assert not prefer_fused(started)
     assert started.param_groups[0]['fused'] is None
+
+
+def test_parameters_the_fused_kernel_does_not_take_keep_the_loop(
+        monkeypatch):
+    import torch.optim.optimizer as torch_optimizer
+
+    def refuse(p):  # as torch does for a device without the kernel
+        raise RuntimeError('not supported')
+
+    monkeypatch.setattr(torch_optimizer, '_device_dtype_check_for_fused',
+                        refuse)
+    optimizer = torch.optim.AdamW([nn.Parameter(torch.zeros(3))])
+    assert not prefer_fused(optimizer)
+    assert optimizer.param_groups[0]['fused'] is None
