@@ -40,9 +40,6 @@ def test_the_wrapper_switches_to_the_fused_kernel_same_update(optimizer_cls,
                                                               kwargs):
     fused, optimizer = _train(optimizer_cls, True, **kwargs)
     assert optimizer.param_groups[0]['fused'] is True
-    # the fused kernel's state (its step counters on the device)
-    assert all(s['step'].device == p.device for p, s in
-               optimizer.state.items() if 'step' in s)
     loop, optimizer = _train(optimizer_cls, False, **kwargs)
     assert optimizer.param_groups[0]['fused'] is False
     for a, b in zip(fused, loop):
