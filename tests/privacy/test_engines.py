@@ -147,8 +147,9 @@ def test_pointwise_convolutions_give_the_clipped_sum(units):
     assert all(isinstance(c, ConvCapture) and c.pointwise for c in captures)
     seen = {}
     for capture in captures:  # which of the two ways each layer took
-        capture.receive = (lambda a, g, c=capture, f=capture.receive: (
-            seen.setdefault(c.module, c._ghost(a, g)), f(a, g))[1])
+        capture.receive = (
+            lambda a, g, state, c=capture, f=capture.receive: (
+                seen.setdefault(c.module, c._ghost(a, g)), f(a, g, state))[1])
     summed, _ = engine.clipped_sum(batch, units, 0.05)
     assert seen == {model.widen: False, model.mix: True}
     for got, want in zip(summed, expected):

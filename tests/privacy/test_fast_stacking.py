@@ -27,7 +27,7 @@ def test_rows_and_stacking_give_the_same_clipped_sum(synthetic_mpii, units,
 
     def spy(self, layers, buffers=None):
         init(self, layers, buffers)
-        seen.append((len(buffers or {}), [t for _, t in self.groups]))
+        seen.append((len(buffers or {}), [slots for slots, _ in self.groups]))
 
     monkeypatch.setattr(stacked.StackedGradients, '__init__', spy)
     sums = {}
@@ -38,32 +38,44 @@ def test_rows_and_stacking_give_the_same_clipped_sum(synthetic_mpii, units,
         seen.clear()
         sums[rows], _ = engine.clipped_sum(batch, units, 0.05)
         buffers, groups = seen[-1]
-        if rows:  # the groups are the rows written during the backward
-            assert buffers == len(groups) > 0
+        writers = [{s[0].writes_rows for s in slots if s} for slots in groups]
+        if rows:  # the rows written during the backward, then the groups
+            # of the norm layers, which take none (stacked after it)
+            assert writers[:buffers] == [{True}] * buffers and buffers > 0
+            assert writers[buffers:] and {False} == set().union(
+                *writers[buffers:])
         else:
             assert buffers == 0 and len(groups) > 0
     for a, b, name in zip(sums[True], sums[False], engine.names):
         torch.testing.assert_close(a, b, rtol=1e-6, atol=1e-9, msg=name)
 
 
-def _write_into_rows(capture, a, g, atol):
-    """Instantiate into strided NaN-filled rows, as the engine's: the rows
-    are returned, equal per-sample autograd and the other rows stay NaN;
-    the ``copy_`` ops dispatched."""
+def _dispatched(fn):
+    """``[(op name, None), ..., ('result', fn())]``: the ops ``fn``
+    dispatched (metadata ones included), then its result."""
     from torch.utils._python_dispatch import TorchDispatchMode
-    buffers = [torch.full((3, 2) + tuple(p.shape), float('nan'))
-               for p in capture.params]
-    rows = [b[:, 1] for b in buffers]
 
     class Ops(TorchDispatchMode):
         seen = []
 
         def __torch_dispatch__(self, func, types, args=(), kwargs=None):
-            self.seen.append(func.__name__.split('.')[0])
+            self.seen.append((func.__name__.split('.')[0], None))
             return func(*args, **(kwargs or {}))
 
     with Ops():
-        written = capture.instantiate(a, g, rows)
+        result = fn()
+    return Ops.seen + [('result', result)]
+
+
+def _write_into_rows(capture, a, g, atol):
+    """Instantiate into strided NaN-filled rows, as the engine's: the rows
+    are returned, equal per-sample autograd and the other rows stay NaN;
+    the ``copy_`` ops dispatched."""
+    buffers = [torch.full((3, 2) + tuple(p.shape), float('nan'))
+               for p in capture.params]
+    rows = [b[:, 1] for b in buffers]
+    ops = _dispatched(lambda: capture.instantiate(a, g, rows))
+    written = ops.pop()[1]
     assert all(w is r for w, r in zip(written, rows))
     for row, want in zip(rows, capture.instantiate(a, g)):
         torch.testing.assert_close(row, want)
@@ -74,7 +86,7 @@ def _write_into_rows(capture, a, g, atol):
         for row, p in zip(rows, capture.params):
             torch.testing.assert_close(row[b], p.grad, rtol=1e-5, atol=atol)
     assert not any(b[:, 0].isfinite().any() for b in buffers)
-    return Ops.seen.count('copy_')
+    return [op for op, _ in ops].count('copy_')
 
 
 def _capture(layer):
@@ -84,7 +96,6 @@ def _capture(layer):
 
 @pytest.mark.parametrize('one_kernel', [False, True])
 @pytest.mark.parametrize('layer,shape,summed', [
-    (torch.nn.GroupNorm(2, 4), (3, 4, 5, 5), True),
     (torch.nn.LayerNorm(4), (3, 6, 4), True),
     (torch.nn.LayerNorm((2, 3)), (3, 2, 3), False)])
 def test_a_norm_layer_writes_into_its_rows_without_a_copy(layer, shape,
@@ -101,6 +112,110 @@ def test_a_norm_layer_writes_into_its_rows_without_a_copy(layer, shape,
     a, g = torch.randn(shape), torch.randn(shape)
     copies = _write_into_rows(capture, a, g, atol=1e-6)
     assert copies == (one_kernel if summed else 1)
+
+
+def _norm_layers():
+    from mmpose_dp.models import FrozenBatchNorm
+    frozen = FrozenBatchNorm(4)
+    with torch.no_grad():
+        frozen.running_mean.uniform_(-2, 2)
+        frozen.running_var.uniform_(0.5, 3)
+    return {'group': torch.nn.GroupNorm(2, 4), 'frozen_batch': frozen}
+
+
+@pytest.mark.parametrize('trainable', ['both', 'weight', 'bias'])
+@pytest.mark.parametrize('shape', [(3, 4, 5, 6), (3, 4, 7), (3, 4)])
+@pytest.mark.parametrize('norm', ['group', 'frozen_batch'])
+def test_a_norm_layer_takes_its_gradients_from_its_backward_kernel(
+        norm, shape, trainable):
+    # Group norm and FrozenBatchNorm: the per-sample weight and bias
+    # gradients are the norm's own backward kernel on the batch laid out
+    # as one sample of B C channels (two and three ops, however large the
+    # layer), equal to per-sample autograd; they take no rows.
+    torch.manual_seed(0)
+    layer = _norm_layers()[norm].double()
+    for name, p in layer.named_parameters():
+        with torch.no_grad():
+            p.normal_()
+        p.requires_grad_(trainable in ('both', name))
+    capture = _capture(layer)
+    assert not capture.writes_rows
+    a = torch.randn(shape, dtype=torch.float64) * 3 + 1
+    g = torch.randn(shape, dtype=torch.float64)
+    ops = _dispatched(lambda: capture.instantiate(a, g))
+    grads = ops.pop()[1]
+    assert [op for op, _ in ops if op != 'view'] == ({'group': ['native_group_norm',
+                                   'native_group_norm_backward'],
+                         'frozen_batch': ['repeat', 'repeat',
+                                          'native_batch_norm_backward']}
+                        [norm])
+    assert len(grads) == len(capture.params)
+    for b in range(shape[0]):  # per-sample autograd
+        layer.zero_grad()
+        (layer(a[b:b + 1]) * g[b:b + 1]).sum().backward()
+        for grad, p in zip(grads, capture.params):
+            torch.testing.assert_close(grad[b], p.grad)
+
+
+def test_group_norm_reuses_the_statistics_of_its_forward(synthetic_mpii):
+    # The forward kernel's mean and rstd (autograd's saved tensors) give
+    # the same per-sample gradients with one op fewer; an output that did
+    # not come from the kernel gives no state (recomputed). In an engine
+    # pass every group norm runs its forward kernel once, not twice.
+    torch.manual_seed(0)
+    layer = torch.nn.GroupNorm(2, 4).double()
+    capture = _capture(layer)
+    x = torch.randn(3, 4, 5, 6, dtype=torch.float64, requires_grad=True)
+    a, g = x * 2 + 1, torch.randn(3, 4, 5, 6, dtype=torch.float64)
+    state = capture.forward_state(layer(a))
+    # No way back to the graph (the hook that holds them is the graph's).
+    assert all(t.grad_fn is None for t in state)
+    assert state is not None and capture.forward_state(
+        layer(a).detach() + 0) is None
+    a = a.detach()
+    ops = _dispatched(lambda: capture.instantiate(a, g, state=state))
+    reused = ops.pop()[1]
+    assert [op for op, _ in ops if op != 'view'] == [
+        'native_group_norm_backward']
+    for x, y in zip(reused, capture.instantiate(a, g)):
+        torch.testing.assert_close(x, y, rtol=0, atol=1e-12)
+
+    model, dataset = build_tiny_pose('hrnet', synthetic_mpii)
+    engine = FastEngine(model, MMEngineBatchLoss(),
+                        detect_loss_reduction(model))
+    batch = engine.batch_loss.prepare(
+        model, pseudo_collate([dataset[i] for i in range(2)]))
+    engine.clipped_sum(batch, [0, 1], 0.05)  # the first-use check
+    calls = _dispatched(lambda: engine.clipped_sum(batch, [0, 1], 0.05))[:-1]
+    norms = [c for c in engine.layers.values()
+             if isinstance(c.module, torch.nn.GroupNorm)]
+    assert norms
+    assert sum(op == 'native_group_norm' for op, _ in calls) == len(norms)
+
+
+def test_a_layer_registered_as_a_frozen_batch_norm_keeps_the_generic_rule():
+    # Its normalise() may be anything: multiply-and-sum into its rows.
+    from mmpose_dp.models import FrozenBatchNorm
+
+    class Shifted(FrozenBatchNorm):
+        def normalise(self, x):
+            return super().normalise(x) + 1
+
+        def forward(self, x):
+            shape = (-1, ) + (1, ) * (x.dim() - 2)
+            return (self.normalise(x) * self.weight.view(shape)
+                    + self.bias.view(shape))
+
+    from mmpose_dp.privacy.engines.fast import rules
+    rules.register_fast_layer(Shifted, 'frozen_batch_norm')
+    try:
+        torch.manual_seed(0)
+        capture = _capture(Shifted(4))
+        assert capture.writes_rows
+        a, g = torch.randn(3, 4, 5), torch.randn(3, 4, 5)
+        assert _write_into_rows(capture, a, g, atol=1e-6) == 0
+    finally:
+        del rules.FAST_LAYERS[Shifted]
 
 
 @pytest.mark.parametrize('layer,shape,copies', [

@@ -16,6 +16,10 @@ class LayerCapture:
 
     kind = ''
     ghostable = False
+    #: Its per-sample gradients are written into rows of the engine's
+    #: stacked buffers during the backward (on a CPU); False: stacked after
+    #: it (gradients small enough, or computed by a kernel without ``out``).
+    writes_rows = True
 
     def __init__(self, module: nn.Module):
         self.module = module
@@ -53,9 +57,16 @@ class LayerCapture:
         self.norm2: Optional[torch.Tensor] = None  # ghost norms of kept
 
     # -- the rule -----------------------------------------------------------
-    def instantiate(self, a, g, out=None) -> List[torch.Tensor]:
+    def forward_state(self, output: torch.Tensor):
+        """What one call's forward computed that :meth:`instantiate` can
+        reuse (a norm's statistics), read from ``output`` at the forward
+        hook; None: nothing."""
+        return None
+
+    def instantiate(self, a, g, out=None, state=None) -> List[torch.Tensor]:
         """Per-sample gradients ``[B, *shape]`` of the trainable params;
-        with ``out`` (one tensor each) written into it and returned."""
+        with ``out`` (one tensor each) written into it and returned;
+        ``state``: the call's :meth:`forward_state`."""
         raise NotImplementedError
 
     def ghost_sizes(self, a, g) -> Tuple[int, int, int]:
@@ -87,7 +98,7 @@ class LayerCapture:
         positions, fan_in, fan_out = self.ghost_sizes(a, g)
         return positions * (fan_in + fan_out) < fan_in * fan_out
 
-    def receive(self, a: torch.Tensor, g: torch.Tensor) -> None:
+    def receive(self, a: torch.Tensor, g: torch.Tensor, state=None) -> None:
         """The gradient of one call's output arrived: work out the
         per-sample norm now, keep what the clipped sum needs."""
         if self._ghost(a, g):
@@ -98,9 +109,10 @@ class LayerCapture:
         if self.grads is None and self.sink is not None:
             rows = self.sink(self, g.shape[0], g.dtype)
         if rows is not None and not self.kept:  # straight into the rows
-            self.grads, self.stacked = self.instantiate(a, g, rows), True
+            self.grads, self.stacked = self.instantiate(a, g, rows,
+                                                        state), True
             return
-        grads = self.instantiate(a, g)
+        grads = self.instantiate(a, g, state=state)
         for ka, kg in self.kept:  # the layer was called again
             grads = [x + y for x, y in zip(grads, self.instantiate(ka, kg))]
         self.kept, self.norm2 = [], None
@@ -168,7 +180,7 @@ class WeightLayerCapture(LayerCapture):
         ``out`` if given."""
         raise NotImplementedError
 
-    def instantiate(self, a, g, out=None) -> List[torch.Tensor]:
+    def instantiate(self, a, g, out=None, state=None) -> List[torch.Tensor]:
         rows = iter(out or ())
         grads = ([self.weight_grads(a, g, next(rows, None))]
                  if self.train_weight else [])

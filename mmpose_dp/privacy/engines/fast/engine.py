@@ -67,7 +67,7 @@ class FastEngine(ClippingEngine):
         # cost B times its size.
         for layer in self.layers.values():
             for k, p in enumerate(layer.params):
-                if p.numel() > ROW_NUMEL:
+                if p.numel() > ROW_NUMEL or not layer.writes_rows:
                     continue
                 shape = tuple(p.shape)
                 row = self._group_size.get(shape, 0)
@@ -179,6 +179,7 @@ class FastEngine(ClippingEngine):
                 'micro-batch: the model folds something into the batch '
                 'dimension, so one sample would contribute several clipped '
                 "gradients. Use privacy.engine='vmap'")
+        state = layer.forward_state(output)
         if not output.requires_grad:
             # Nothing before this layer is trainable: start the graph here.
             leaf = output.detach().requires_grad_()
@@ -186,8 +187,8 @@ class FastEngine(ClippingEngine):
             handle = leaf
         else:
             handle = output
-        def receive(grad, layer=layer, a=a):
-            layer.receive(a, grad.detach())
+        def receive(grad, layer=layer, a=a, state=state):
+            layer.receive(a, grad.detach(), state)
 
         handle.register_hook(receive)
         return output

@@ -7,7 +7,7 @@ from typing import List, Optional, Tuple
 import torch
 import torch.nn.functional as F
 
-from .capture import LayerCapture
+from .capture import LayerCapture, written_into
 from .rules import register_layer_rule
 
 
@@ -22,7 +22,7 @@ class AffineNormCapture(LayerCapture):
         (dim 1) by default."""
         return tuple(range(2, a.dim()))
 
-    def instantiate(self, a, g, out=None) -> List[torch.Tensor]:
+    def instantiate(self, a, g, out=None, state=None) -> List[torch.Tensor]:
         # With ``out`` (the engine's rows) the sums are written straight
         # into them: no copy.
         x_hat = self.normalised(a)
@@ -77,12 +77,76 @@ def _summed_product(g: torch.Tensor, x: torch.Tensor,
     return product.view(B, *rest) if out is None else out
 
 
+def _as_one_sample(t: torch.Tensor) -> torch.Tensor:
+    """``[B, C, *rest]`` -> ``[1, B C, prod(rest)]``: sample b's channel c
+    is channel ``b C + c`` of one sample, so a norm's backward kernel sums
+    its weight and bias gradients per sample instead of over the batch."""
+    return t.reshape(1, t.shape[0] * t.shape[1], -1)
+
+
+def _same_dtype(a: torch.Tensor, g: torch.Tensor):
+    """Both in their promoted dtype (no op when they agree)."""
+    if a.dtype == g.dtype:
+        return a, g
+    dtype = torch.promote_types(a.dtype, g.dtype)
+    return a.to(dtype), g.to(dtype)
+
+
+def _from_backward(capture: AffineNormCapture, result, shape
+                   ) -> List[torch.Tensor]:
+    """The trainable ones of a norm backward's ``(_, dweight, dbias)``, as
+    ``[B, C]`` per-sample gradients."""
+    _, weight, bias = result
+    return ([weight.view(shape)] if capture.train_weight else []) + (
+        [bias.view(shape)] if capture.train_bias else [])
+
+
 @register_layer_rule('group_norm')
 class GroupNormCapture(AffineNormCapture):
+    """Per-sample weight and bias gradients in one op, whatever the
+    layer's size: group norm's backward kernel on the batch as one sample
+    of ``B C`` channels in ``B G`` groups, which gives the per-channel sums
+    of every sample. The statistics are the forward's own (saved by
+    autograd for its backward), else recomputed (one more op). The
+    gradients are ``[B, C]``, so they take no rows: stacked after the
+    backward."""
+
+    writes_rows = False
 
     def normalised(self, a):
         m = self.module
         return F.group_norm(a, m.num_groups, eps=m.eps)
+
+    def forward_state(self, output):
+        """``(mean, rstd)``, ``[B, G]``, of the forward's group norm kernel
+        when ``output`` came straight from it."""
+        node = output.grad_fn
+        if (type(node).__name__ != 'NativeGroupNormBackward0'
+                or node._saved_group != self.module.num_groups
+                or node._saved_N != output.shape[0]):
+            return None
+        # Detached: a saved output points back to its node, which holds
+        # the hook that would hold them (a cycle that keeps every step's
+        # graph alive).
+        return node._saved_result1.detach(), node._saved_result2.detach()
+
+    def instantiate(self, a, g, out=None, state=None):
+        m = self.module
+        a, g = _same_dtype(a, g)
+        B, C, G = a.shape[0], a.shape[1], m.num_groups
+        positions = math.prod(a.shape[2:])
+        if state is not None and state[0].dtype == a.dtype:
+            mean, rstd = state
+        else:
+            _, mean, rstd = torch.ops.aten.native_group_norm(
+                a, None, None, B, C, positions, G, m.eps)
+        grads = _from_backward(
+            self, torch.ops.aten.native_group_norm_backward(
+                _as_one_sample(g), _as_one_sample(a), mean.view(1, B * G),
+                rstd.view(1, B * G), None, 1, B * C, positions, B * G,
+                [False, self.train_weight, self.train_bias]), (B, C))
+        return [written_into(o, x) for o, x in
+                zip(out, grads)] if out else grads
 
 
 @register_layer_rule('layer_norm')
@@ -99,7 +163,35 @@ class LayerNormCapture(AffineNormCapture):
 @register_layer_rule('frozen_batch_norm')
 class FrozenBatchNormCapture(AffineNormCapture):
     """:class:`~mmpose_dp.models.FrozenBatchNorm` (or a layer registered
-    as one): a per-channel affine map after ``module.normalise``."""
+    as one): a per-channel affine map after ``module.normalise``.
+
+    A :class:`~mmpose_dp.models.FrozenBatchNorm` itself (whose
+    ``normalise`` is batch norm with its running statistics) takes three
+    ops: its statistics repeated per sample and batch norm's backward
+    kernel on the batch as one sample of ``B C`` channels. A layer
+    registered as one keeps the generic multiply-and-sum into its rows.
+    """
+
+    def __init__(self, module):
+        from mmpose_dp.models.frozen_batch_norm import FrozenBatchNorm
+        super().__init__(module)
+        self.batch_norm = type(module) is FrozenBatchNorm
+        self.writes_rows = not self.batch_norm
 
     def normalised(self, a):
         return self.module.normalise(a)
+
+    def instantiate(self, a, g, out=None, state=None):
+        if not self.batch_norm:
+            return super().instantiate(a, g, out)
+        m = self.module
+        a, g = _same_dtype(a, g)
+        B, C = a.shape[:2]
+        grads = _from_backward(
+            self, torch.ops.aten.native_batch_norm_backward(
+                _as_one_sample(g), _as_one_sample(a), None,
+                m.running_mean.to(a.dtype).repeat(B),
+                m.running_var.to(a.dtype).repeat(B), None, None, False, m.eps,
+                [False, self.train_weight, self.train_bias]), (B, C))
+        return [written_into(o, x) for o, x in
+                zip(out, grads)] if out else grads
