@@ -7,7 +7,7 @@ with the engine's per-layer work, norms, clipped sum) and the step (noise,
 scaling, optimizer), after one warm-up step (the first step's checks are
 not counted). ``fast`` is the CPU's path of the fast engine (per-sample
 gradients written into stacked rows during the backward), ``fast-gpu`` the
-GPU's (stacked after it, the norm layers' per-sample products batched,
+GPU's (stacked after it, the layer norms' per-sample products batched,
 the noise one generator call; fewer ops, more memory). Writes a markdown table per preset and batch size into
 ``--out`` (keeping other sections) and prints it; an engine that refuses
 the model is a row with its reason.
@@ -74,7 +74,7 @@ def count(preset: str, mode: str, batch: int) -> Dict[str, collections.Counter]:
     else:
         ow = _private_wrapper(model, optimizer, mode.split('-')[0], batch)
         if mode == 'fast-gpu':  # the GPU's path: stacked after the
-            # backward, norm layers' products batched, the noise one call
+            # backward, layer norms' products batched, the noise one call
             ow.engine.stack_rows = False
             ow.engine.batched_products = True
             noise_pieces = noise.CPU_PIECE

@@ -149,6 +149,12 @@ def test_a_norm_layer_takes_its_gradients_from_its_backward_kernel(
                                  'native_batch_norm_backward']}
     assert [op for op, _ in ops if op != 'view'] == expected[norm]
     assert len(grads) == len(capture.params)
+    # Rows given (the engine gives none: writes_rows is False) are filled.
+    rows = [torch.empty(shape[:2], dtype=torch.float64)
+            for _ in capture.params]
+    assert all(w is r for w, r in zip(capture.instantiate(a, g, rows), rows))
+    for row, grad in zip(rows, grads):
+        torch.testing.assert_close(row, grad, rtol=0, atol=0)
     for b in range(shape[0]):  # per-sample autograd
         layer.zero_grad()
         (layer(a[b:b + 1]) * g[b:b + 1]).sum().backward()

@@ -85,7 +85,7 @@ class FastEngine(ClippingEngine):
         #: once); None: rows on a CPU, where memory is short and a copy
         #: costs no launch, stacking on a GPU.
         self.stack_rows: Optional[bool] = None
-        #: A norm layer's per-sample weight gradient as one batched product
+        #: A layer norm's per-sample weight gradient as one batched product
         #: (True: one launch) or a multiply-and-sum (False: several times
         #: faster on a CPU); None: batched on a GPU only.
         self.batched_products: Optional[bool] = None

@@ -92,13 +92,15 @@ def _same_dtype(a: torch.Tensor, g: torch.Tensor):
     return a.to(dtype), g.to(dtype)
 
 
-def _from_backward(capture: AffineNormCapture, result, shape
+def _from_backward(capture: AffineNormCapture, result, shape,
+                   out: Optional[List[torch.Tensor]] = None
                    ) -> List[torch.Tensor]:
     """The trainable ones of a norm backward's ``(_, dweight, dbias)``, as
-    ``[B, C]`` per-sample gradients."""
+    ``[B, C]`` per-sample gradients (copied into ``out`` if given)."""
     _, weight, bias = result
-    return ([weight.view(shape)] if capture.train_weight else []) + (
+    grads = ([weight.view(shape)] if capture.train_weight else []) + (
         [bias.view(shape)] if capture.train_bias else [])
+    return [written_into(o, x) for o, x in zip(out, grads)] if out else grads
 
 
 @register_layer_rule('group_norm')
@@ -112,10 +114,6 @@ class GroupNormCapture(AffineNormCapture):
     backward."""
 
     writes_rows = False
-
-    def normalised(self, a):
-        m = self.module
-        return F.group_norm(a, m.num_groups, eps=m.eps)
 
     def forward_state(self, output):
         """``(mean, rstd)``, ``[B, G]``, of the forward's group norm kernel
@@ -140,13 +138,11 @@ class GroupNormCapture(AffineNormCapture):
         else:
             _, mean, rstd = torch.ops.aten.native_group_norm(
                 a, None, None, B, C, positions, G, m.eps)
-        grads = _from_backward(
+        return _from_backward(
             self, torch.ops.aten.native_group_norm_backward(
                 _as_one_sample(g), _as_one_sample(a), mean.view(1, B * G),
                 rstd.view(1, B * G), None, 1, B * C, positions, B * G,
-                [False, self.train_weight, self.train_bias]), (B, C))
-        return [written_into(o, x) for o, x in
-                zip(out, grads)] if out else grads
+                [False, self.train_weight, self.train_bias]), (B, C), out)
 
 
 @register_layer_rule('layer_norm')
@@ -187,11 +183,9 @@ class FrozenBatchNormCapture(AffineNormCapture):
         m = self.module
         a, g = _same_dtype(a, g)
         B, C = a.shape[:2]
-        grads = _from_backward(
+        return _from_backward(
             self, torch.ops.aten.native_batch_norm_backward(
                 _as_one_sample(g), _as_one_sample(a), None,
                 m.running_mean.to(a.dtype).repeat(B),
                 m.running_var.to(a.dtype).repeat(B), None, None, False, m.eps,
-                [False, self.train_weight, self.train_bias]), (B, C))
-        return [written_into(o, x) for o, x in
-                zip(out, grads)] if out else grads
+                [False, self.train_weight, self.train_bias]), (B, C), out)
