@@ -117,8 +117,8 @@ def measure(args: argparse.Namespace) -> Dict[str, Any]:
                 model.parse_losses(model.loss(inputs[part],
                                               samples[part]))[0].backward()
             else:
-                wrapper.private_micro_batch(
-                    model, dict(inputs=inputs[part], data_samples=samples[part]),
+                wrapper.private_micro_batch(model, dict(
+                    inputs=inputs[part], data_samples=samples[part]),
                     list(range(n)))
             start += n
         if wrapper is None:
