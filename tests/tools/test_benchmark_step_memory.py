@@ -1,8 +1,9 @@
 """tools/benchmark_step_memory.py: Poisson micro-batches cut as the DP loop
-cuts them, and a tiny run's results file."""
+cuts them, the live peak of a step, and a tiny run's results file."""
 import random
 
-from benchmark_step_memory import main, poisson_batches
+import torch
+from benchmark_step_memory import live_peak_bytes, main, poisson_batches
 
 from mmpose_dp.engine.loops import split_batch
 
@@ -17,6 +18,26 @@ def test_poisson_micro_batches_are_the_dp_loops_split():
         assert sizes == [len(units) for _, units in split]
     assert any(len(sizes) == 2 for sizes in plan)  # some batches above 8
     assert [] in poisson_batches(200, 1, 64, seed=0, max_physical=8)
+
+
+def test_live_peak_is_the_most_memory_held_at_once_in_a_step():
+    mib = 1 << 20
+
+    def overlapping():  # a and b live together, then b and c
+        a = torch.ones(mib // 4)
+        b = a * 2
+        del a
+        c = b + 1
+        del b, c
+
+    def one_after_another():
+        x = torch.ones(mib // 4)
+        del x
+        y = torch.ones(mib // 4)
+        del y
+
+    assert 2 * mib <= live_peak_bytes(overlapping) < 2 * mib + 4096
+    assert mib <= live_peak_bytes(one_after_another) < mib + 4096
 
 
 def test_tiny_run_writes_every_run_against_the_fixed_non_private_one(
