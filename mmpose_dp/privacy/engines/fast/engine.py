@@ -187,7 +187,14 @@ class FastEngine(ClippingEngine):
             handle = leaf
         else:
             handle = output
-        def receive(grad, layer=layer, a=a, state=state):
+        # The hook lives as long as the graph's nodes (until the pass
+        # ends): it gives up its input when it fires, so an activation the
+        # layer does not keep is freed during the backward, as without DP.
+        held = [a, state]
+
+        def receive(grad, layer=layer, held=held):
+            a, state = held
+            held.clear()
             layer.receive(a, grad.detach(), state)
 
         handle.register_hook(receive)
@@ -220,6 +227,7 @@ class FastEngine(ClippingEngine):
                 loss = self.batch_loss.loss(self.model, batch)
             start = self._tick('forward', start)
             loss.backward()
+            loss = loss.detach()  # the graph (its nodes and hooks) goes
             start = self._tick('backward', start)
         finally:
             for handle in self._handles:
@@ -254,4 +262,4 @@ class FastEngine(ClippingEngine):
         out = [sums[slot] for slot in self._slots]
         for layer in self.layers.values():
             layer.reset()
-        return out, loss.detach()
+        return out, loss
