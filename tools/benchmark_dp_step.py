@@ -221,7 +221,7 @@ def measure(args: argparse.Namespace) -> Dict[str, Any]:
                 ow.private_micro_batch(model, batch,
                                        list(range(args.batch_size)))
                 ow.private_step()
-    out['rss_build_kib'] = rss_kib()
+    out['rss_build_kib'] = status_kib()
     if cuda:
         torch.cuda.reset_peak_memory_stats()
     times = []
@@ -296,9 +296,38 @@ def _shipped_step(args):
     return step, info
 
 
-def rss_kib() -> int:
+#: Environment variables that choose or tune the C allocator, which sets
+#: much of a CPU run's peak RSS (the preloaded library is inherited by the
+#: runs a tool starts): a result names those it ran under.
+ALLOCATOR_ENV = ('LD_PRELOAD', 'MALLOC_CONF', 'MALLOC_ARENA_MAX',
+                 'GLIBC_TUNABLES')
+
+
+def command(script: str, argv: Sequence[str]) -> str:
+    """The command that reproduces a result: the allocator settings it ran
+    under, then ``python script argv``."""
+    env = [f'{k}={shlex.quote(os.environ[k])}' for k in ALLOCATOR_ENV
+           if os.environ.get(k)]
+    return ' '.join(env + [shlex.join(['python', script, *argv])])
+
+
+def allocator_suffix() -> str:
+    """``', jemalloc'`` (a heading's suffix) under a preloaded malloc
+    library (``LD_PRELOAD``), ``''`` under the C library's own."""
+    for path in os.environ.get('LD_PRELOAD', '').replace(':', ' ').split():
+        name = osp.basename(path).split('.')[0]
+        if 'malloc' in name:
+            return ', ' + (name[3:] if name.startswith('lib') else name)
+    return ''
+
+
+def status_kib(field: str = 'VmRSS') -> int:
+    """A memory field of ``/proc/self/status`` (``VmRSS``, ``VmHWM``), KiB."""
     with open('/proc/self/status') as f:
-        return next(int(ln.split()[1]) for ln in f if ln.startswith('VmRSS:'))
+        for line in f:
+            if line.startswith(field + ':'):
+                return int(line.split()[1])
+    raise RuntimeError(f'no {field} in /proc/self/status')
 
 
 # -- the report -------------------------------------------------------------
@@ -360,12 +389,13 @@ def table(res: Dict[str, Dict[str, Any]]) -> List[str]:
 def render(args, argv, res) -> str:
     m = machine(args.device)
     _, (w, h), privacy, description = PRESETS[args.preset]
-    cmd = shlex.join(['python', 'tools/benchmark_dp_step.py', *argv])
+    cmd = command('tools/benchmark_dp_step.py', argv)
     trainable = next((d['trainable'] for m, d in res.items()
                       if m != 'nonprivate' and 'trainable' in d),
                      res['nonprivate'].get('trainable', 0))
     return '\n'.join([
-        f"## {args.preset}, batch {args.batch_size} on {m['device']}", '',
+        f"## {args.preset}, batch {args.batch_size} on {m['device']}"
+        f'{allocator_suffix()}', '',
         f'- Command: `{cmd}`',
         f'- Date: {datetime.date.today().isoformat()}',
         f"- Machine: {m['cpu']}, {m['cores']} cores, {m['ram']} RAM; torch "
@@ -383,7 +413,7 @@ def render(args, argv, res) -> str:
 def render_shipped(args, argv, d) -> str:
     m = machine(args.device)
     label, mem = _memory(d)
-    cmd = shlex.join(['python', 'tools/benchmark_dp_step.py', *argv])
+    cmd = command('tools/benchmark_dp_step.py', argv)
     name = osp.splitext(osp.basename(args.shipped))[0]
     if 'error' in d:
         body = [f"Failed: {d['error']}"]

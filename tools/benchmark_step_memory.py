@@ -35,7 +35,8 @@ from typing import Any, Dict, List, Optional
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from benchmark_dp_step import (PRESETS, _private_wrapper,  # noqa: E402
-                               build_model, make_batch, write_section)
+                               allocator_suffix, build_model, command,
+                               make_batch, status_kib, write_section)
 
 RUNS = ('nonprivate-fixed', 'nonprivate-poisson', 'dp-fixed', 'dp-poisson')
 
@@ -52,14 +53,6 @@ def poisson_batches(steps: int, batch: int, records: int, seed: int,
         out.append([max_physical] * (n // max_physical) +
                    ([n % max_physical] if n % max_physical else []))
     return out
-
-
-def _status_kib(field: str) -> int:
-    with open('/proc/self/status') as f:
-        for line in f:
-            if line.startswith(field + ':'):
-                return int(line.split()[1])
-    raise RuntimeError(f'no {field} in /proc/self/status')
 
 
 def _reset_peak() -> None:
@@ -128,13 +121,13 @@ def measure(args: argparse.Namespace) -> Dict[str, Any]:
 
     # VmHWM is reset before each step: the run's peak is the largest of
     # the peaks before the first step and within each step.
-    out = dict(run=args.measure, sizes=plan, build_kib=_status_kib('VmRSS'),
-               build_peak_kib=_status_kib('VmHWM'), step_peaks_kib=[])
+    out = dict(run=args.measure, sizes=plan, build_kib=status_kib('VmRSS'),
+               build_peak_kib=status_kib('VmHWM'), step_peaks_kib=[])
     for sizes in plan:
         _reset_peak()
         step(sizes)
-        out['step_peaks_kib'].append(_status_kib('VmHWM'))
-    out['end_kib'] = _status_kib('VmRSS')
+        out['step_peaks_kib'].append(status_kib('VmHWM'))
+    out['end_kib'] = status_kib('VmRSS')
     out['peak_kib'] = max([out['build_peak_kib']] + out['step_peaks_kib'])
     if args.live:  # after the peak: the profiler holds memory of its own
         out['live_peak_bytes'] = live_peak_bytes(lambda: step([B]))
@@ -145,11 +138,14 @@ def section(args, results: Dict[str, Dict[str, Any]]) -> str:
     mib = lambda kib: f'{kib / 1024:,.0f}'  # noqa: E731
     base = results['nonprivate-fixed']
     lines = [f'## Step memory: {args.preset}, expected batch '
-             f'{args.batch_size}, {args.steps} steps on CPU', '',
-             'Command: `python tools/benchmark_step_memory.py --preset '
-             f'{args.preset} --batch-size {args.batch_size} --steps '
-             f'{args.steps} --records {args.records} --seed {args.seed}'
-             + (' --live' if args.live else '') + '`. Poisson micro-batches: '
+             f'{args.batch_size}, {args.steps} steps on CPU'
+             f'{allocator_suffix()}', '',
+             'Command: `' + command('tools/benchmark_step_memory.py', [
+                 '--preset', args.preset, '--batch-size',
+                 str(args.batch_size), '--steps', str(args.steps),
+                 '--records', str(args.records), '--seed', str(args.seed)]
+                 + (['--live'] if args.live else []))
+             + '`. Poisson micro-batches: '
              + ', '.join('+'.join(map(str, s)) or '0'
                          for s in results['dp-poisson']['sizes']) + '.', '',
              '| run | peak RSS MiB | / non-private fixed | first step peak '

@@ -42,7 +42,8 @@ import time
 from typing import Dict, List, Optional
 
 sys.path.insert(0, osp.dirname(osp.abspath(__file__)))
-from benchmark_dp_step import write_section  # noqa: E402
+from benchmark_dp_step import (allocator_suffix, command,  # noqa: E402
+                               write_section)
 
 ROOT = osp.dirname(osp.dirname(osp.abspath(__file__)))
 #: preset -> (DP config, non-private base config, extra lines of both)
@@ -239,8 +240,9 @@ def _matches(pattern: str, file: str, func: str) -> bool:
 def render(preset, batch, epochs, records, res, parts, argv) -> str:
     base = res['nonprivate']
     lines = [f'## tools/train.py, {preset}, expected batch {batch}, '
-             f'{epochs} epochs of {records} records on CPU', '',
-             f"`python tools/benchmark_train.py {' '.join(argv)}`", '']
+             f'{epochs} epochs of {records} records on CPU'
+             f'{allocator_suffix()}', '',
+             f"`{command('tools/benchmark_train.py', argv)}`", '']
     rounds = len(base.get('ratios', ()))
     if rounds > 1:
         lines += [f'Each figure: the median of {rounds} interleaved rounds.',

@@ -1,10 +1,14 @@
 """tools/benchmark_dp_step.py: a tiny smoke run and the results file."""
 import re
 
-from benchmark_dp_step import main, write_section
+from benchmark_dp_step import (ALLOCATOR_ENV, allocator_suffix, command, main,
+                                write_section)
 
 
-def test_tiny_run_measures_every_engine_and_writes_ratios(tmp_path):
+def test_tiny_run_measures_every_engine_and_writes_ratios(tmp_path,
+                                                         monkeypatch):
+    for name in ALLOCATOR_ENV:  # the heading below is the C library's
+        monkeypatch.delenv(name, raising=False)
     out = tmp_path / 'bench.md'
     res = main(['--preset', 'tiny', '--batch-size', '4', '--steps', '1',
                 '--device', 'cpu', '--out', str(out)])
@@ -32,3 +36,21 @@ def test_write_section_replaces_only_the_same_heading(tmp_path):
     assert text.startswith('# Benchmarks')
     assert 'new cpu' in text and 'gpu' in text and 'old cpu' not in text
     assert text.index('## cfg on CPU') < text.index('## cfg on CUDA')
+
+
+def test_a_result_names_the_allocator_it_ran_under(monkeypatch):
+    for name in ALLOCATOR_ENV:
+        monkeypatch.delenv(name, raising=False)
+    assert command('tools/x.py', ['--a', 'b c']) == "python tools/x.py --a 'b c'"
+    assert allocator_suffix() == ''
+    monkeypatch.setenv('LD_PRELOAD', '/usr/lib/libjemalloc.so.2')
+    monkeypatch.setenv('MALLOC_CONF', 'narenas:1')
+    assert command('tools/x.py', []) == (
+        'LD_PRELOAD=/usr/lib/libjemalloc.so.2 MALLOC_CONF=narenas:1 '
+        'python tools/x.py')
+    assert allocator_suffix() == ', jemalloc'
+    monkeypatch.setenv('LD_PRELOAD', '/opt/libfoo.so /usr/lib/'
+                       'libtcmalloc_minimal.so.4')
+    assert allocator_suffix() == ', tcmalloc_minimal'
+    monkeypatch.setenv('LD_PRELOAD', '/opt/libfoo.so')
+    assert allocator_suffix() == ''
