@@ -41,7 +41,8 @@ def test_write_section_replaces_only_the_same_heading(tmp_path):
 def test_a_result_names_the_allocator_it_ran_under(monkeypatch):
     for name in ALLOCATOR_ENV:
         monkeypatch.delenv(name, raising=False)
-    assert command('tools/x.py', ['--a', 'b c']) == "python tools/x.py --a 'b c'"
+    assert command('tools/x.py', ['--a', 'b c']) == (
+        "python tools/x.py --a 'b c'")
     assert allocator_suffix() == ''
     monkeypatch.setenv('LD_PRELOAD', '/usr/lib/libjemalloc.so.2')
     monkeypatch.setenv('MALLOC_CONF', 'narenas:1')
