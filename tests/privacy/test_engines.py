@@ -87,13 +87,35 @@ class _Pointwise(nn.Module):
         return self.fc(self.mix(out).flatten(1))
 
 
+class _ThreeWays(nn.Module):
+    """Convolutions taking each of the fast engine's ways: ``fine`` (8 x 8)
+    instantiates its gradients and keeps them, ``coarse`` and ``up`` (4 x
+    4) keep their inputs (fewer numbers than their gradients, and the ghost
+    norm costs more) and instantiate only for the norm, ``deep`` (2 x 2)
+    and ``fc`` take the ghost norm."""
+
+    def __init__(self):
+        super().__init__()
+        self.fine = nn.Conv2d(2, 4, 3, padding=1)
+        self.coarse = nn.Conv2d(4, 4, 3, padding=1)
+        self.up = nn.ConvTranspose2d(4, 4, 3, padding=1)
+        self.deep = nn.Conv2d(4, 16, 3, padding=1)
+        self.fc = nn.Linear(16 * 4, 2)
+
+    def forward(self, x):  # [B, 2, 8, 8]
+        out = nn.functional.avg_pool2d(torch.relu(self.fine(x)), 2)
+        out = torch.relu(self.up(torch.relu(self.coarse(out))))
+        out = nn.functional.avg_pool2d(out, 2)
+        return self.fc(self.deep(out).flatten(1))
+
+
 LOSS = TensorBatchLoss(lambda net, x, y: ((net(x) - y)**2).sum(1).mean())
 
 
 def _data(model, n=6):
     g = torch.Generator().manual_seed(1)
     shape = {_Residual: (2, 4, 4), _FoldsJoints: (4, 3), _Aliasing: (2, ),
-             _Tokens: (4, 6), _Pointwise: (2, 4, 4)}
+             _Tokens: (4, 6), _Pointwise: (2, 4, 4), _ThreeWays: (2, 8, 8)}
     return (torch.randn(n, *shape[type(model)], generator=g),
             torch.randn(n, 2, generator=g))
 
@@ -154,6 +176,33 @@ def test_pointwise_convolutions_give_the_clipped_sum(units):
     assert seen == {model.widen: False, model.mix: True}
     for got, want in zip(summed, expected):
         torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-6)
+
+
+def _way(capture, a, g) -> str:
+    if capture._ghost(a, g):
+        return 'ghost'
+    return 'inputs' if capture._keeps_inputs(a, g) else 'rows'
+
+
+@pytest.mark.parametrize('units', [[0, 1, 2, 3, 4, 5], [2, 2, 0, 1, 1, 0]])
+def test_each_way_of_the_fast_engine_gives_the_clipped_sum(units):
+    torch.manual_seed(0)
+    model = _ThreeWays()
+    batch = _data(model)
+    expected = _reference(model, batch, units, c=0.05)
+    engine = _engine('fast', model)
+    engine.clipped_sum(batch, units, 0.05)  # the first-use check
+    ways = {}
+    for capture in engine.layers.values():
+        capture.receive = (
+            lambda a, g, state, c=capture, f=capture.receive: (
+                ways.setdefault(c.module, _way(c, a, g)), f(a, g, state))[1])
+    summed, _ = engine.clipped_sum(batch, units, 0.05)
+    assert ways == {model.fine: 'rows', model.coarse: 'inputs',
+                    model.up: 'inputs', model.deep: 'ghost',
+                    model.fc: 'ghost'}
+    for got, want in zip(summed, expected):
+        torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-7)
 
 
 @pytest.mark.parametrize('engine', ['fast', 'fast-batched', 'hooks', 'vmap'])

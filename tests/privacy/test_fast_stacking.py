@@ -253,8 +253,9 @@ def test_the_default_is_rows_on_the_cpu(synthetic_mpii):
 
 
 class _SkipsALayer(torch.nn.Module):
-    """Three layers of one shape share a stacked buffer (instantiated:
-    2 x 2 weights are below the ghost norm's break-even); ``skipped`` runs
+    """Three layers of one shape share a stacked buffer (instantiated and
+    kept: their 2 x 2 weights over 8 positions are below the ghost norm's
+    break-even and hold fewer numbers than their inputs); ``skipped`` runs
     only when ``skip`` is False."""
 
     skip = True
@@ -276,30 +277,33 @@ def _skipping_engine():
     from mmpose_dp.privacy.engines import TensorBatchLoss
     torch.manual_seed(0)
     model = _SkipsALayer()
-    loss = TensorBatchLoss(lambda net, x, y: ((net(x) - y)**2).sum(1).mean())
+    loss = TensorBatchLoss(
+        lambda net, x, y: ((net(x) - y)**2).flatten(1).sum(1).mean())
     engine = FastEngine(model, loss, 'mean')
     engine.stack_rows = True
-    return model, engine, torch.randn(4, 2), torch.randn(4, 2)
+    return model, engine, torch.randn(4, 8, 2), torch.randn(4, 8, 2)
 
 
 def _check_skipped_sum(model, engine, summed, x, y):
     """The layers that ran: the clipped sum of per-sample autograd; the
-    skipped layer: exactly zero."""
+    skipped layer, if skipped: exactly zero."""
     from mmpose_dp.privacy import clip_factors, per_sample_norms
-    used = [model.used.weight, model.used.bias, model.head.weight,
-            model.head.bias]
+    ran = [model.used, model.head] + ([] if model.skip else [model.skipped])
+    used = [p for layer in ran for p in (layer.weight, layer.bias)]
     rows = [torch.autograd.grad(
         engine.batch_loss.loss(model, (x[i:i + 1], y[i:i + 1])), used)
         for i in range(len(x))]
-    per_sample = [torch.stack([r[k] for r in rows]) for k in range(4)]
+    per_sample = [torch.stack([r[k] for r in rows])
+                  for k in range(len(used))]
     factors = clip_factors(per_sample_norms(per_sample), 0.05)
     by_param = dict(zip(engine.params, summed))
     for p, g in zip(used, per_sample):
         torch.testing.assert_close(by_param[p],
                                    torch.einsum('b,b...->...', factors, g),
                                    rtol=1e-5, atol=1e-7)
-    assert not by_param[model.skipped.weight].any()
-    assert not by_param[model.skipped.bias].any()
+    if model.skip:
+        assert not by_param[model.skipped.weight].any()
+        assert not by_param[model.skipped.bias].any()
 
 
 def test_a_row_no_layer_wrote_adds_nothing(monkeypatch):
@@ -319,32 +323,53 @@ def test_a_row_no_layer_wrote_adds_nothing(monkeypatch):
     _check_skipped_sum(model, engine, summed, x, y)
 
 
-def test_rows_kept_between_micro_batches_never_carry_a_gradient_over():
-    # The row buffers are kept from one micro-batch to the next: a row the
-    # second micro-batch does not write must not hold the first one's.
+def _recorded_buffers(monkeypatch):
+    """Weak references to every stacked buffer the engine allocates."""
+    import weakref
+
+    from mmpose_dp.privacy.engines.fast import engine as fast_engine
+    made = []
+
+    class Recorded(stacked.StackBuffer):
+        def __init__(self, tensor):
+            super().__init__(tensor)
+            made.append((tuple(tensor.shape), weakref.ref(tensor)))
+
+    monkeypatch.setattr(fast_engine, 'StackBuffer', Recorded)
+    return made
+
+
+@pytest.mark.parametrize('skip', [False, True])
+def test_rows_of_one_shape_split_into_buffers_held_for_one_micro_batch(
+        monkeypatch, skip):
+    # Small buffers, allocated per micro-batch: freed once summed, so the
+    # next forward (the activations' peak) reuses their memory. 3 weights
+    # of 2 x 2 at B = 4 are 64 bytes of rows each: 2 + 1 rows under a cap
+    # of 128 bytes; the 3 biases (32 bytes each) fit one buffer.
+    from mmpose_dp.privacy.engines.fast import engine as fast_engine
+    monkeypatch.setattr(fast_engine, 'ROW_BUFFER_BYTES', 128)
+    made = _recorded_buffers(monkeypatch)
     model, engine, x, y = _skipping_engine()
-    model.skip = False  # every row written
-    engine.clipped_sum((x, y), [0, 1, 2, 3], 0.05)
-    kept = {k: t.data_ptr() for k, t in engine._spare.items()}
-    assert kept
-    model.skip = True
-    summed, _ = engine.clipped_sum((x[:3], y[:3]), [0, 1, 2], 0.05)
-    # the same memory, its first 3 samples
-    assert {k: t.data_ptr() for k, t in engine._spare.items()} == kept
-    _check_skipped_sum(model, engine, summed, x[:3], y[:3])
+    engine.clipped_sum((x, y), [0, 1, 2, 3], 0.05)  # the first-use check
+    made.clear()
+    model.skip = skip
+    summed, _ = engine.clipped_sum((x, y), [0, 1, 2, 3], 0.05)
+    assert sorted(shape for shape, _ in made) == [
+        (4, 1, 2, 2), (4, 2, 2, 2), (4, 3, 2)]
+    assert all(ref() is None for _, ref in made) and not engine._buffers
+    # skipped: a row of a split buffer left unwritten adds nothing
+    _check_skipped_sum(model, engine, summed, x, y)
 
 
-def test_the_float64_check_leaves_no_kept_rows(synthetic_mpii):
+def test_the_float64_check_leaves_no_rows(synthetic_mpii, monkeypatch):
     model, dataset = build_tiny_pose('hrnet', synthetic_mpii)
     engine = FastEngine(model, MMEngineBatchLoss(),
                         detect_loss_reduction(model))
     engine.stack_rows = True
     batch = engine.batch_loss.prepare(
         model, pseudo_collate([dataset[i] for i in range(2)]))
+    made = _recorded_buffers(monkeypatch)
     from mmpose_dp.privacy.engines.verification import verify_engine
     verify_engine(engine, batch)  # in float64, with rows
-    assert not engine._spare
-    engine.verification_error = 0.0
-    engine.clipped_sum(batch, [0, 1], 0.05)
-    assert engine._spare and all(t.dtype == torch.float32
-                                 for t in engine._spare.values())
+    assert made and all(ref() is None for _, ref in made)
+    assert not engine._buffers

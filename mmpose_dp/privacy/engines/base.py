@@ -187,10 +187,6 @@ class ClippingEngine:
         forward may run then)."""
         return False
 
-    def release_buffers(self) -> None:
-        """Drop the memory an engine keeps from one micro-batch to the
-        next (called after the float64 first-use check)."""
-
     def clipped_sum(self, batch, units: List[int], max_grad_norm: float,
                     padded: int = 0
                     ) -> Tuple[List[torch.Tensor], torch.Tensor]:

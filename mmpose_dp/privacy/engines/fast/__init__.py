@@ -9,14 +9,18 @@ NeurIPS 2022):
   which would be discarded anyway) and stops at the earliest trainable
   layer;
 * each supported layer keeps its input ``a`` (forward hook) and receives
-  the gradient ``g`` of its output (tensor hook). There it either
-  instantiates its per-sample gradients (``B x p``) and drops ``a`` and
-  ``g``, or keeps ``a`` and ``g`` for the ghost norm (``sum_tt' (a_t a_t')
-  (g_t g_t')``) and a later product: whichever holds fewer numbers, so
-  high-resolution convolutions (many positions, few weights) instantiate
-  and low-resolution ones (few positions, many weights) keep;
-* from the per-sample norms, the clip factors; then per layer one batched
-  product gives the clipped sum (``sum_b c_b a_b^T g_b``).
+  the gradient ``g`` of its output (tensor hook). There it takes one of
+  three ways: the ghost norm (``sum_tt' (a_t a_t') (g_t g_t')``) where it
+  costs fewer operations than instantiating (few positions, many weights),
+  keeping ``a`` and ``g`` for a later product; else it instantiates its
+  per-sample gradients (``B x p``) for the norm and keeps whichever holds
+  fewer numbers: the gradients (rows of per-shape buffers allocated for
+  the micro-batch, :mod:`.stacked`; high-resolution convolutions, few
+  weights) or ``a`` and ``g`` (the gradients dropped at once;
+  low-resolution convolutions the ghost norm would cost more for);
+* from the per-sample norms, the clip factors; then the clipped sum: one
+  batched product per layer that kept ``a`` and ``g`` (``sum_b c_b a_b^T
+  g_b``), one per buffer of kept gradients.
 
 One file per layer family, each a :class:`~.capture.LayerCapture` rule
 registered under a kind (:func:`~.rules.register_layer_rule`):

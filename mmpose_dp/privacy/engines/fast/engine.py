@@ -18,6 +18,10 @@ from .rules import LAYER_PARAMS, LAYER_RULES, layer_kind
 
 #: Largest parameter (elements) with a row in the stacked buffers.
 ROW_NUMEL = 1 << 18
+#: Largest stacked buffer (bytes): far below glibc's mmap threshold (at
+#: most 32 MiB), so a micro-batch's rows are heap memory the backward has
+#: just freed (activations), not pages mapped and faulted in afresh.
+ROW_BUFFER_BYTES = 8 << 20
 
 
 class FastEngine(ClippingEngine):
@@ -74,11 +78,6 @@ class FastEngine(ClippingEngine):
                 self._rows[(layer, k)] = (shape, row)
                 self._group_size[shape] = row + 1
         self._buffers: Dict[tuple, StackBuffer] = {}
-        #: The buffers' memory, kept from one micro-batch to the next (one
-        #: tensor per shape, of the largest batch seen): allocated afresh,
-        #: hundreds of MB are mapped and page-faulted in every step
-        #: (GN-HRNet-W32, B = 8, CPU: 0.6 s of kernel time a step).
-        self._spare: Dict[tuple, torch.Tensor] = {}
         #: Write per-sample gradients into their stacked rows during the
         #: backward (True: a lower peak, one copy per parameter) or stack
         #: them after it (False: one op per shape, more memory held at
@@ -118,39 +117,30 @@ class FastEngine(ClippingEngine):
         """The layer's rows of the stacked buffers (views ``[B, *shape]``,
         uninitialised) for it to write its per-sample gradients into, or
         None to keep them as computed (a parameter without a row, or a
-        dtype or batch other than the buffer's)."""
+        dtype or batch other than the buffer's). A shape's rows are split
+        into buffers of at most :data:`ROW_BUFFER_BYTES`, allocated for
+        this micro-batch only: kept from one to the next, they would hold
+        memory through the forward, where the activations peak."""
         places = []
         for k, p in enumerate(layer.params):
             if (layer, k) not in self._rows:
                 return None
             shape, row = self._rows[(layer, k)]
-            buffer = self._buffers.get(shape)
+            per = max(1, ROW_BUFFER_BYTES // (batch * p.numel() *
+                                              dtype.itemsize))
+            key = (shape, row // per)
+            buffer = self._buffers.get(key)
             if buffer is None:
-                buffer = self._buffers[shape] = StackBuffer(
-                    self._spare_rows(shape, batch, dtype, p.device))
+                rows = min(per, self._group_size[shape] - key[1] * per)
+                buffer = self._buffers[key] = StackBuffer(torch.empty(
+                    (batch, rows) + shape, dtype=dtype, device=p.device))
             if (buffer.tensor.dtype != dtype
                     or buffer.tensor.shape[0] != batch):
                 return None
-            places.append((buffer, row, (layer, k)))
+            places.append((buffer, row % per, (layer, k)))
         for buffer, row, slot in places:
             buffer.slots[row] = slot
         return [buffer.tensor[:, row] for buffer, row, _ in places]
-
-    def release_buffers(self) -> None:
-        self._spare.clear()
-
-    def _spare_rows(self, shape: tuple, batch: int, dtype: torch.dtype,
-                    device: torch.device) -> torch.Tensor:
-        """Uninitialised ``[B, k, *shape]`` for this micro-batch: the kept
-        tensor of this shape (its first B samples) when its dtype and device
-        match and it is large enough, else a new one, kept instead."""
-        kept = self._spare.get(shape)
-        if (kept is None or kept.dtype != dtype or kept.device != device
-                or kept.shape[0] < batch):
-            kept = self._spare[shape] = torch.empty(
-                (batch, self._group_size[shape]) + shape, dtype=dtype,
-                device=device)
-        return kept[:batch]
 
     def _units_tensor(self, units, identity: bool) -> torch.Tensor:
         """The units on the device; ``arange(B)`` made once per size (no

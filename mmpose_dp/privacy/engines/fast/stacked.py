@@ -85,10 +85,8 @@ class StackedGradients:
 
     def clipped_sums(self, factors) -> Dict[Slot, torch.Tensor]:
         """``sum_b factors[b] * gradient[b]`` of every stacked parameter.
-        The last use of the groups: each is dropped once summed, so groups
-        stacked after the backward (a GPU's) are freed one by one; rows a
-        CPU wrote into stay in the engine's kept buffers for the next
-        micro-batch."""
+        The last use of the groups: each is dropped once summed, so its
+        memory is freed group by group."""
         out = {}
         while self.groups:
             slots, stacked = self.groups.pop(0)
