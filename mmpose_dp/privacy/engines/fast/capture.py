@@ -55,6 +55,9 @@ class LayerCapture:
         #: ``grads`` are rows of the engine's stacked buffers.
         self.stacked = False
         self.norm2: Optional[torch.Tensor] = None  # ghost norms of kept
+        #: Per-unit norms ``[U]``, one per parameter, of gradients
+        #: instantiated and dropped (summed with the stacked groups').
+        self.norms: List[torch.Tensor] = []
 
     # -- the rule -----------------------------------------------------------
     def forward_state(self, output: torch.Tensor):
@@ -123,7 +126,9 @@ class LayerCapture:
             self.kept.append((a, g))
             return
         if self._keeps_inputs(a, g):
-            self.norm2 = self._instantiated_norm2(a, g, state)
+            self.norms = [torch.linalg.vector_norm(
+                self._per_unit(grad).flatten(1), dim=1)
+                for grad in self.instantiate(a, g, state=state)]
             self.kept.append((a, g))
             return
         rows = None
@@ -162,16 +167,6 @@ class LayerCapture:
         if self.train_bias:
             bias = self._per_unit(self.bias_grad(g))
             square = bias.pow(2).sum(1).double()
-            total = square if total is None else total + square
-        return total
-
-    def _instantiated_norm2(self, a, g, state) -> torch.Tensor:
-        """Squared per-unit norms of per-sample gradients instantiated one
-        parameter at a time and dropped."""
-        total = None
-        for grad in self.instantiate(a, g, state=state):
-            square = torch.linalg.vector_norm(
-                self._per_unit(grad).flatten(1), dim=1).double().pow(2)
             total = square if total is None else total + square
         return total
 

@@ -103,11 +103,13 @@ def total_squared_norms(layers, stacks: StackedGradients,
                         units: torch.Tensor, num_units: int,
                         identity: bool) -> torch.Tensor:
     """Each unit's squared gradient norm over all layers, in float64: the
-    stacked groups' norms (squared and summed per dtype in a few ops) plus
-    the ghost norms of the layers that kept their inputs."""
+    stacked groups' norms and those of gradients instantiated and dropped
+    (squared and summed per dtype in a few ops) plus the ghost norms."""
     total = torch.zeros(num_units, dtype=torch.float64, device=units.device)
     by_dtype: Dict[torch.dtype, List[torch.Tensor]] = {}
-    for n in stacks.norms(units, num_units, identity):
+    norms = stacks.norms(units, num_units, identity) + [
+        n.unsqueeze(1) for layer in layers for n in layer.norms]
+    for n in norms:
         by_dtype.setdefault(n.dtype, []).append(n)
     for group in by_dtype.values():
         total += torch.cat(group, 1).double().pow(2).sum(1)
