@@ -157,52 +157,48 @@ def test_engines_give_the_clipped_sum_of_per_sample_autograd(engine, units):
                                         rel=1e-5)
 
 
-@pytest.mark.parametrize('units', [[0, 1, 2, 3, 4, 5], [2, 2, 0, 1, 1, 0]])
-def test_pointwise_convolutions_give_the_clipped_sum(units):
-    from mmpose_dp.privacy.engines.fast.conv import ConvCapture
-    torch.manual_seed(0)
-    model = _Pointwise()
-    batch = _data(model)
-    expected = _reference(model, batch, units, c=0.05)
-    engine = _engine('fast', model)
-    captures = [engine.layers[model.widen], engine.layers[model.mix]]
-    assert all(isinstance(c, ConvCapture) and c.pointwise for c in captures)
-    seen = {}
-    for capture in captures:  # which of the two ways each layer took
-        capture.receive = (
-            lambda a, g, state, c=capture, f=capture.receive: (
-                seen.setdefault(c.module, c._ghost(a, g)), f(a, g, state))[1])
-    summed, _ = engine.clipped_sum(batch, units, 0.05)
-    assert seen == {model.widen: False, model.mix: True}
-    for got, want in zip(summed, expected):
-        torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-6)
-
-
 def _way(capture, a, g) -> str:
     if capture._ghost(a, g):
         return 'ghost'
     return 'inputs' if capture._keeps_inputs(a, g) else 'rows'
 
 
-@pytest.mark.parametrize('units', [[0, 1, 2, 3, 4, 5], [2, 2, 0, 1, 1, 0]])
-def test_each_way_of_the_fast_engine_gives_the_clipped_sum(units):
-    torch.manual_seed(0)
-    model = _ThreeWays()
-    batch = _data(model)
-    expected = _reference(model, batch, units, c=0.05)
-    engine = _engine('fast', model)
-    engine.clipped_sum(batch, units, 0.05)  # the first-use check
+def _ways_taken(captures) -> dict:
+    """Filled during the next pass: the way each capture's layer takes
+    (ghost norm, inputs kept, or rows)."""
     ways = {}
-    for capture in engine.layers.values():
+    for capture in captures:
         capture.receive = (
             lambda a, g, state, c=capture, f=capture.receive: (
                 ways.setdefault(c.module, _way(c, a, g)), f(a, g, state))[1])
+    return ways
+
+
+@pytest.mark.parametrize('units', [[0, 1, 2, 3, 4, 5], [2, 2, 0, 1, 1, 0]])
+@pytest.mark.parametrize('model_type, ways_by_name, pointwise', [
+    (_Pointwise, dict(widen='rows', mix='ghost', fc='ghost'), {'widen',
+                                                               'mix'}),
+    (_ThreeWays, dict(fine='rows', coarse='inputs', up='inputs',
+                      deep='ghost', fc='ghost'), set()),
+])
+def test_each_way_of_the_fast_engine_gives_the_clipped_sum(
+        model_type, ways_by_name, pointwise, units):
+    # Pointwise convolutions: per-sample weight gradients as batched
+    # products, with rows and with the ghost norm.
+    torch.manual_seed(0)
+    model = model_type()
+    batch = _data(model)
+    expected = _reference(model, batch, units, c=0.05)
+    engine = _engine('fast', model)
+    assert {name for name, m in model.named_children()
+            if getattr(engine.layers[m], 'pointwise', False)} == pointwise
+    engine.clipped_sum(batch, units, 0.05)  # the first-use check
+    ways = _ways_taken(engine.layers.values())
     summed, _ = engine.clipped_sum(batch, units, 0.05)
-    assert ways == {model.fine: 'rows', model.coarse: 'inputs',
-                    model.up: 'inputs', model.deep: 'ghost',
-                    model.fc: 'ghost'}
+    assert {name: ways[m] for name, m in model.named_children()
+            } == ways_by_name
     for got, want in zip(summed, expected):
-        torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-7)
+        torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-6)
 
 
 @pytest.mark.parametrize('engine', ['fast', 'fast-batched', 'hooks', 'vmap'])
