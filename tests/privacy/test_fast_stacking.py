@@ -255,8 +255,8 @@ def test_the_default_is_rows_on_the_cpu(synthetic_mpii):
 class _SkipsALayer(torch.nn.Module):
     """Three layers of one shape share a stacked buffer (instantiated and
     kept: their 2 x 2 weights over 8 positions are below the ghost norm's
-    break-even and hold fewer numbers than their inputs); ``skipped`` runs
-    only when ``skip`` is False."""
+    break-even, and their gradients hold fewer numbers than their inputs
+    and output gradients); ``skipped`` runs only when ``skip`` is False."""
 
     skip = True
 
